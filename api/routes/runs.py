@@ -1,0 +1,30 @@
+"""Runs: `/v1/workflows/{id}/runs` and `/v1/runs/{id}`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import RunsDep
+from core.types import TriggerRequest
+
+router = APIRouter(tags=["runs"])
+
+
+@router.post("/workflows/{workflow_id}/runs", status_code=202)
+async def trigger_run(workflow_id: str, body: TriggerRequest, runs: RunsDep) -> JSONResponse:
+    """Queue a run; 202 with the run in `queued`."""
+    run = await runs.trigger(workflow_id, body)
+    return JSONResponse({"data": run.summary()}, status_code=202)
+
+
+@router.get("/workflows/{workflow_id}/runs")
+async def list_runs(workflow_id: str, runs: RunsDep) -> JSONResponse:
+    """The 50 most recent runs, newest first, without steps."""
+    return JSONResponse({"data": [run.summary() for run in await runs.list(workflow_id)]})
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, runs: RunsDep) -> JSONResponse:
+    """One run with its ordered steps."""
+    return JSONResponse({"data": (await runs.get(run_id)).detail()})

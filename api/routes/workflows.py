@@ -1,0 +1,61 @@
+"""`/v1/workflows`: crew definitions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import DefinitionsDep
+from core.types import WorkflowPatch, WorkflowSpec
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+def _data(payload: object, status_code: int = 200) -> JSONResponse:
+    return JSONResponse({"data": payload}, status_code=status_code)
+
+
+@router.post("", status_code=201)
+async def create_workflow(body: WorkflowSpec, definitions: DefinitionsDep) -> JSONResponse:
+    """Create a crew definition."""
+    created = await definitions.create(body)
+    return _data(created.model_dump(mode="json"), 201)
+
+
+@router.get("")
+async def list_workflows(definitions: DefinitionsDep) -> JSONResponse:
+    """Every workflow, newest first."""
+    return _data([d.model_dump(mode="json") for d in await definitions.list()])
+
+
+@router.get("/{workflow_id}")
+async def get_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
+    """One workflow."""
+    return _data((await definitions.get(workflow_id)).model_dump(mode="json"))
+
+
+@router.patch("/{workflow_id}")
+async def update_workflow(
+    workflow_id: str, body: WorkflowPatch, definitions: DefinitionsDep
+) -> JSONResponse:
+    """Change name, description, crew or human-in-the-loop settings."""
+    return _data((await definitions.change(workflow_id, body)).model_dump(mode="json"))
+
+
+@router.delete("/{workflow_id}")
+async def delete_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
+    """Delete a workflow; its runs stay readable."""
+    await definitions.delete(workflow_id)
+    return _data({"id": workflow_id, "deleted": True})
+
+
+@router.post("/{workflow_id}/pause")
+async def pause_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
+    """Refuse new runs (409) until resumed; running runs go on."""
+    return _data((await definitions.set_status(workflow_id, "paused")).model_dump(mode="json"))
+
+
+@router.post("/{workflow_id}/resume")
+async def resume_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
+    """Accept new runs again."""
+    return _data((await definitions.set_status(workflow_id, "active")).model_dump(mode="json"))

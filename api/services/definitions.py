@@ -1,0 +1,155 @@
+"""Workflow (crew) definitions: HTTP-facing operations on the definition entity workflows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import BadRequest, NotFound, Unavailable
+from api.services.temporal_reads import (
+    describe_or_none,
+    is_running,
+    published,
+    wait_until_listed,
+)
+from core.ids import WORKFLOW_PREFIX, looks_like, new_id
+from core.temporal import SA_CREATED_AT
+from core.timefmt import truncate_to_millis
+from core.types import Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
+from workflows.definition import (
+    GONE,
+    INVALID,
+    MEMO_KEY,
+    CrewDefinitionWorkflow,
+    DefinitionInput,
+    StatusChange,
+)
+
+T = TypeVar("T")
+
+# How long a change waits for a worker to apply it before answering 503.
+UPDATE_TIMEOUT_SECONDS = 10.0
+# Descriptions fetched at once when listing.
+LIST_CONCURRENCY = 16
+DEFINITION_TYPE = "CrewDefinition"
+
+
+class Definitions:
+    """Create, read, change and delete crew definitions."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def create(self, spec: WorkflowSpec) -> Workflow:
+        """Start a definition entity; readable at once, even before a worker picks it up."""
+        now = truncate_to_millis(datetime.now(UTC))
+        definition = Workflow(
+            id=new_id(WORKFLOW_PREFIX), status="active", created_at=now, updated_at=now,
+            **spec.model_dump(),
+        )
+        await self._client.start_workflow(
+            CrewDefinitionWorkflow.run,
+            DefinitionInput(workflow=definition),
+            id=definition.id,
+            task_queue=self._task_queue,
+            memo={MEMO_KEY: definition.model_dump(mode="json")},
+            search_attributes=TypedSearchAttributes([SearchAttributePair(SA_CREATED_AT, now)]),
+            static_summary=f"Crew definition: {definition.name}"[:200],
+        )
+        await wait_until_listed(self._client, definition.id)
+        return definition
+
+    async def get(self, workflow_id: str) -> Workflow:
+        """The current definition, or 404."""
+        found = await self._find(workflow_id)
+        if found is None:
+            raise NotFound(
+                f"No workflow with id {workflow_id!r}. List workflows with GET /v1/workflows."
+            )
+        return found
+
+    async def list(self) -> list[Workflow]:
+        """Every live definition, newest first."""
+        ids = [
+            row.id
+            async for row in self._client.list_workflows(
+                f"WorkflowType = '{DEFINITION_TYPE}' AND ExecutionStatus = 'Running'"
+            )
+        ]
+        limit = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def fetch(workflow_id: str) -> Workflow | None:
+            async with limit:
+                return await self._find(workflow_id)
+
+        found = await asyncio.gather(*(fetch(i) for i in ids))
+        definitions = [d for d in found if d is not None]
+        definitions.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+        return definitions
+
+    async def change(self, workflow_id: str, patch: WorkflowPatch) -> Workflow:
+        """Apply a partial edit; runs already started keep their snapshot."""
+        handle = await self._live_handle(workflow_id)
+        return await self._apply(workflow_id, handle.execute_update(
+            CrewDefinitionWorkflow.change, patch
+        ))
+
+    async def set_status(self, workflow_id: str, status: WorkflowStatus) -> Workflow:
+        """Pause or resume (idempotent)."""
+        handle = await self._live_handle(workflow_id)
+        return await self._apply(workflow_id, handle.execute_update(
+            CrewDefinitionWorkflow.set_status, StatusChange(status=status)
+        ))
+
+    async def delete(self, workflow_id: str) -> None:
+        """End the definition; its runs stay readable."""
+        handle = await self._live_handle(workflow_id)
+        await self._apply(workflow_id, handle.execute_update(CrewDefinitionWorkflow.delete))
+
+    async def _find(self, workflow_id: str) -> Workflow | None:
+        if not looks_like(WORKFLOW_PREFIX, workflow_id):
+            return None
+        description = await describe_or_none(self._client, workflow_id)
+        if (
+            description is None
+            or description.workflow_type != DEFINITION_TYPE
+            or not is_running(description)
+        ):
+            return None
+        data = await published(description, MEMO_KEY)
+        return None if data is None else Workflow.model_validate(data)
+
+    async def _live_handle(
+        self, workflow_id: str
+    ) -> WorkflowHandle[CrewDefinitionWorkflow, None]:
+        await self.get(workflow_id)
+        return self._client.get_workflow_handle_for(CrewDefinitionWorkflow.run, workflow_id)
+
+    async def _apply(self, workflow_id: str, update: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(update, UPDATE_TIMEOUT_SECONDS)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == INVALID:
+                raise BadRequest(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == GONE:
+                raise NotFound(f"No workflow with id {workflow_id!r}.") from None
+            raise
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"No workflow with id {workflow_id!r}.") from None
+            raise
+        except TimeoutError:
+            raise Unavailable(
+                f"No LoopLlama worker applied the change to {workflow_id!r} within "
+                f"{UPDATE_TIMEOUT_SECONDS:.0f}s. Start one with `loopllama worker` (or "
+                "`loopllama dev`); the change applies when a worker picks it up."
+            ) from None

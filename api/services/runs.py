@@ -1,0 +1,121 @@
+"""Runs: trigger, read and list crew runs (each one Temporal workflow execution)."""
+
+from __future__ import annotations
+
+import heapq
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client, WorkflowExecution
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from api.errors import Conflict, NotFound
+from api.services.definitions import Definitions
+from api.services.temporal_reads import describe_or_none, published, wait_until_listed
+from core.ids import RUN_PREFIX, looks_like, new_id
+from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
+from core.timefmt import truncate_to_millis
+from core.types import Run, RunInput, TriggerRequest
+from workflows.run import MEMO_KEY, CrewRunWorkflow
+
+RUN_TYPE = "CrewRun"
+LIST_LIMIT = 50
+LIST_PAGE_SIZE = 100
+# Creation times come from the API's clock, close times from Temporal's; allow for skew
+# between them when deciding that no older-closing run can be among the newest.
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+class Runs:
+    """Trigger and read runs."""
+
+    def __init__(self, client: Client, task_queue: str, definitions: Definitions) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._definitions = definitions
+
+    async def trigger(self, workflow_id: str, request: TriggerRequest) -> Run:
+        """Start a run on a snapshot of the crew as it is now; 409 while paused."""
+        definition = await self._definitions.get(workflow_id)
+        if definition.status == "paused":
+            raise Conflict(
+                f"Workflow {workflow_id!r} is paused, so it takes no new runs. Resume it with "
+                f"POST /v1/workflows/{workflow_id}/resume, then trigger again."
+            )
+        now = truncate_to_millis(datetime.now(UTC))
+        run = Run(id=new_id(RUN_PREFIX), workflow_id=workflow_id, input=request.input,
+                  created_at=now)
+        await self._client.start_workflow(
+            CrewRunWorkflow.run,
+            RunInput(
+                run_id=run.id,
+                workflow_id=workflow_id,
+                input=request.input,
+                created_at=now,
+                crew=definition.crew,
+                human_in_the_loop=definition.human_in_the_loop,
+            ),
+            id=run.id,
+            task_queue=self._task_queue,
+            memo={MEMO_KEY: run.model_dump(mode="json")},
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(SA_WORKFLOW_ID, workflow_id),
+                SearchAttributePair(SA_STATUS, run.status),
+                SearchAttributePair(SA_CREATED_AT, now),
+            ]),
+            static_summary=f"{definition.name}: {request.input}"[:200],
+        )
+        await wait_until_listed(self._client, run.id)
+        return run
+
+    async def get(self, run_id: str) -> Run:
+        """The run as its workflow last published it (no replay, no worker needed)."""
+        if looks_like(RUN_PREFIX, run_id):
+            description = await describe_or_none(self._client, run_id)
+            if description is not None and description.workflow_type == RUN_TYPE:
+                data = await published(description, MEMO_KEY)
+                if data is not None:
+                    return Run.model_validate(data)
+        raise NotFound(f"No run with id {run_id!r}.")
+
+    async def list(self, workflow_id: str) -> list[Run]:
+        """The workflow's 50 most recently created runs, newest first."""
+        await self._definitions.get(workflow_id)
+        return await newest_runs(self._client, workflow_id, LIST_LIMIT)
+
+
+async def newest_runs(client: Client, workflow_id: str, limit: int) -> list[Run]:
+    """The `limit` newest runs by creation time, from one visibility listing.
+
+    SQL visibility cannot sort (no ORDER BY on SQLite); it returns open executions first,
+    then closed ones by close time, newest first. A run closes after it is created, so
+    once the listing reaches runs that closed before the `limit`-th newest creation time,
+    nothing older can follow and the scan stops, usually within the first page. Should a
+    server ever list in another order, the scan notices and reads everything instead.
+    """
+    newest: list[tuple[datetime, str, Run]] = []  # a min-heap of the best `limit`
+    last_close: datetime | None = None
+    order_holds = True
+    query = f"WorkflowType = '{RUN_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
+    async for row in client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+        close = row.close_time
+        if close is not None:
+            if last_close is not None and close > last_close:
+                order_holds = False
+            last_close = close
+            if order_holds and len(newest) >= limit and close < newest[0][0] - CLOCK_SKEW:
+                break
+        run = await _run_of(row)
+        if run is None:
+            continue
+        entry = (run.created_at, run.id, run)
+        if len(newest) < limit:
+            heapq.heappush(newest, entry)
+        elif entry > newest[0]:
+            heapq.heapreplace(newest, entry)
+    return [run for _, _, run in sorted(newest, reverse=True)]
+
+
+async def _run_of(row: WorkflowExecution) -> Run | None:
+    memo = await row.memo()
+    data = memo.get(MEMO_KEY)
+    return Run.model_validate(data) if isinstance(data, dict) else None

@@ -1,0 +1,50 @@
+"""Reading what workflows publish: describe + memo, and waiting for visibility."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+# A newly started workflow shows up in list queries a few milliseconds later; creating
+# calls wait for that (at most this long) so a list right after a create includes it.
+VISIBILITY_WAIT_SECONDS = 2.0
+
+
+async def describe_or_none(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+    """The latest execution of `workflow_id`, or None when Temporal has none."""
+    try:
+        return await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def published(
+    description: WorkflowExecutionDescription, key: str
+) -> dict[str, Any] | None:
+    """The object a workflow published under memo `key`."""
+    memo = await description.memo()
+    value = memo.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def is_running(description: WorkflowExecutionDescription) -> bool:
+    """Whether the execution is still open."""
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def wait_until_listed(client: Client, workflow_id: str) -> None:
+    """Return once list queries include `workflow_id` (or after a short bound)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + VISIBILITY_WAIT_SECONDS
+    delay = 0.002
+    while loop.time() < deadline:
+        found = await client.count_workflows(f"WorkflowId = '{workflow_id}'")
+        if found.count:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)

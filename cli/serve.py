@@ -1,0 +1,187 @@
+"""`loopllama dev`, `loopllama api` and `loopllama worker`: the server-side processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+
+from api.app import create_app
+from core.devserver import DevServer
+from core.settings import API_KEY_FILE, Secret, Settings
+from core.temporal import connect, ensure_namespace_ready
+from worker import build_worker
+
+log = logging.getLogger("loopllama")
+
+
+class _QuietSignalsServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us.
+
+    `loopllama dev` must stop the worker and the Temporal child after the API, and
+    uvicorn's own handlers would re-raise the signal and kill the process first.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def load_or_create_api_key(data_dir: Path) -> tuple[str, bool]:
+    """The dev API key kept in the data directory; (key, created_now)."""
+    path = data_dir / API_KEY_FILE
+    if path.is_file():
+        key = path.read_text().strip()
+        if key:
+            return key, False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = "ll-dev-" + secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, True
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def connect_and_prepare(settings: Settings, address: str, *, wait: float = 30.0) -> Client:
+    """Connect (retrying while the server comes up) and create what the namespace lacks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            client = await connect(address, settings.temporal_namespace)
+            break
+        except RuntimeError as err:
+            if loop.time() > deadline:
+                raise SystemExit(
+                    f"Cannot reach Temporal at {address} ({err}). Start it, or fix "
+                    "TEMPORAL_ADDRESS."
+                ) from None
+            await asyncio.sleep(1.0)
+    for item in await ensure_namespace_ready(client):
+        log.info("Created %s", item)
+    return client
+
+
+async def _serve_api(settings: Settings, client: Client, host: str, port: int,
+                     stop: asyncio.Event, on_started: Callable[[], None] | None = None) -> None:
+    config = uvicorn.Config(
+        create_app(settings, client), host=host, port=port, log_level="warning",
+        lifespan="on",
+    )
+    server = _QuietSignalsServer(config)
+    serve = asyncio.create_task(server.serve())
+    # uvicorn offers no start-up hook; watch its flag so the banner never lies.
+    while not server.started and not serve.done() and not stop.is_set():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if server.started and on_started is not None:
+        on_started()
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serve
+    stopper.cancel()
+    if not server.started:
+        raise SystemExit(f"The API could not listen on {host}:{port} (is the port in use?).")
+
+
+async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: int,
+                  ui_port: int) -> None:
+    """Embedded Temporal + worker + API in one process tree, until Ctrl-C / SIGTERM."""
+    stop = _stop_event()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_note = "the key in LOOPLLAMA_API_KEY"
+    if not settings.api_keys:
+        key, created = load_or_create_api_key(data_dir)
+        settings = replace(settings, api_keys=(Secret(key),))
+        key_note = f"{key}  ({'created' if created else 'kept'} in {data_dir / API_KEY_FILE})"
+
+    server: DevServer | None = None
+    if settings.temporal_address is None:
+        server = DevServer(
+            db_file=data_dir / "temporal.db",
+            log_file=data_dir / "temporal.log",
+            port=temporal_port,
+            ui_port=ui_port,
+            namespace=settings.temporal_namespace,
+        )
+        await server.start()
+        address = server.address
+        ui_url = server.ui_url
+    else:
+        address = settings.temporal_address
+        ui_url = None
+    try:
+        client = await connect_and_prepare(settings, address)
+        async with build_worker(client, settings):
+            await _serve_api(
+                settings, client, host, port, stop,
+                on_started=lambda: _print_banner(host, port, address, ui_url, key_note, server),
+            )
+    finally:
+        if server is not None:
+            await server.stop()
+    print("LoopLlama stopped.", flush=True)
+
+
+def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_note: str,
+                  server: DevServer | None) -> None:
+    base = f"http://{host}:{port}"
+    lines = [
+        "LoopLlama is running.",
+        f"  API:          {base}/v1",
+        f"  OpenAPI docs: {base}/docs",
+        f"  Health:       {base}/health",
+        f"  Temporal:     {address}" + (f" (embedded, data in {server.db_file})" if server else ""),
+    ]
+    if ui_url:
+        lines.append(f"  Temporal UI:  {ui_url}")
+    lines += [f"  API key:      {key_note}", "Press Ctrl-C to stop."]
+    print("\n".join(lines), flush=True)
+
+
+async def run_api(settings: Settings, *, host: str, port: int) -> None:
+    """The API alone, against an existing Temporal server."""
+    settings.require_api_keys()
+    address = settings.require_temporal_address()
+    stop = _stop_event()
+    client = await connect_and_prepare(settings, address)
+    await _serve_api(
+        settings, client, host, port, stop,
+        on_started=lambda: print(
+            f"LoopLlama API on http://{host}:{port} (Temporal {address}).", flush=True
+        ),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """The worker alone, against an existing Temporal server."""
+    address = settings.require_temporal_address()
+    stop = _stop_event()
+    client = await connect_and_prepare(settings, address)
+    async with build_worker(client, settings):
+        print(
+            f"LoopLlama worker polling task queue {settings.temporal_task_queue!r} "
+            f"on {address}.",
+            flush=True,
+        )
+        await stop.wait()
+    print("LoopLlama worker stopped.", file=sys.stderr, flush=True)

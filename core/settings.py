@@ -1,0 +1,132 @@
+"""The one place that reads LoopLlama's configuration from the environment.
+
+Every process (API, worker, `loopllama dev`) builds a `Settings` once at start-up and
+passes it down; nothing else calls `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_TASK_QUEUE = "loopllama"
+DEFAULT_DATA_DIR = ".loopllama"
+API_KEY_FILE = "api-key"
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or unsafe; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by the API, the worker and `loopllama dev`."""
+
+    api_keys: tuple[Secret, ...] = ()
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    # None means "run the embedded dev server" (only `loopllama dev` can do that).
+    temporal_address: str | None = None
+    temporal_namespace: str = DEFAULT_NAMESPACE
+    temporal_task_queue: str = DEFAULT_TASK_QUEUE
+    anthropic_api_key: Secret | None = None
+    anthropic_base_url: str | None = None
+    smtp_url: Secret | None = None
+    smtp_from: str = "loopllama@localhost"
+    http_allowlist: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, refusing malformed values."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        address = get("TEMPORAL_ADDRESS")
+        if address is not None and not _HOST_PORT.match(address):
+            raise SettingsError(
+                f"TEMPORAL_ADDRESS must be host:port (for example 127.0.0.1:7233), got {address!r}."
+            )
+        namespace = get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
+        task_queue = get("TEMPORAL_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+        base_url = get("ANTHROPIC_BASE_URL")
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"ANTHROPIC_BASE_URL must start with http:// or https://, got {base_url!r}."
+            )
+        smtp_url = get("LOOPLLAMA_SMTP_URL")
+        if smtp_url is not None and not smtp_url.startswith(("smtp://", "smtps://")):
+            raise SettingsError(
+                "LOOPLLAMA_SMTP_URL must look like smtp://user:pass@host:587 or "
+                "smtps://user:pass@host:465."
+            )
+        anthropic_key = get("ANTHROPIC_API_KEY")
+        return cls(
+            api_keys=parse_api_keys(get("LOOPLLAMA_API_KEY")),
+            data_dir=Path(get("LOOPLLAMA_DATA_DIR") or DEFAULT_DATA_DIR),
+            temporal_address=address,
+            temporal_namespace=namespace,
+            temporal_task_queue=task_queue,
+            anthropic_api_key=Secret(anthropic_key) if anthropic_key else None,
+            anthropic_base_url=base_url,
+            smtp_url=Secret(smtp_url) if smtp_url else None,
+            smtp_from=get("LOOPLLAMA_SMTP_FROM") or "loopllama@localhost",
+            http_allowlist=tuple(
+                h.strip().lower()
+                for h in (get("LOOPLLAMA_HTTP_ALLOWLIST") or "").split(",")
+                if h.strip()
+            ),
+        )
+
+    def require_api_keys(self) -> None:
+        """Refuse to serve the API without at least one key."""
+        if not self.api_keys:
+            raise SettingsError(
+                "LOOPLLAMA_API_KEY is not set. Set it to one key or a comma-separated list "
+                "of keys; clients send one as 'Authorization: Bearer <key>'."
+            )
+
+    def require_temporal_address(self) -> str:
+        """The address of an existing Temporal server, for `loopllama api` and `worker`."""
+        if self.temporal_address is None:
+            raise SettingsError(
+                "TEMPORAL_ADDRESS is not set. Point it at a Temporal frontend "
+                "(for example 127.0.0.1:7233), or use `loopllama dev` to run everything "
+                "on an embedded server."
+            )
+        return self.temporal_address
+
+
+def parse_api_keys(raw: str | None) -> tuple[Secret, ...]:
+    """Split a comma-separated list of API keys, dropping blanks and duplicates."""
+    if not raw:
+        return ()
+    keys: list[str] = []
+    for part in raw.split(","):
+        key = part.strip()
+        if not key:
+            continue
+        if any(ch.isspace() for ch in key):
+            raise SettingsError("LOOPLLAMA_API_KEY entries must not contain spaces.")
+        if key not in keys:
+            keys.append(key)
+    return tuple(Secret(k) for k in keys)

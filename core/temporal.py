@@ -1,0 +1,126 @@
+"""Connecting to Temporal and making sure a namespace has what LoopLlama needs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    RegisterNamespaceRequest,
+)
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+# Search attributes that make runs filterable in the Temporal UI and listable by the API.
+SA_WORKFLOW_ID = SearchAttributeKey.for_keyword("LoopLlamaWorkflowId")
+SA_STATUS = SearchAttributeKey.for_keyword("LoopLlamaStatus")
+SA_CREATED_AT = SearchAttributeKey.for_datetime("LoopLlamaCreatedAt")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (SA_WORKFLOW_ID, SA_STATUS, SA_CREATED_AT)
+
+# How long Temporal keeps closed runs (and deleted definitions) before purging them.
+DEFAULT_RETENTION = timedelta(days=30)
+
+
+class TemporalSetupError(RuntimeError):
+    """The Temporal server lacks something LoopLlama needs and it could not be added."""
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute` arguments for `temporal server start-dev`."""
+    return [
+        f"--search-attribute={key.name}={key.indexed_value_type.name.title()}"
+        for key in SEARCH_ATTRIBUTES
+    ]
+
+
+async def connect(address: str, namespace: str, *, lazy: bool = False) -> Client:
+    """A client that speaks pydantic models, as every LoopLlama process uses."""
+    return await Client.connect(
+        address,
+        namespace=namespace,
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+    )
+
+
+async def ensure_namespace_ready(client: Client) -> list[str]:
+    """Create the namespace and register missing search attributes.
+
+    Returns what it had to add, so callers can say so. Raises `TemporalSetupError`
+    naming exactly what is missing when the server refuses (e.g. Temporal Cloud, where
+    namespaces and search attributes are managed in the Cloud console).
+    """
+    added: list[str] = []
+    namespace = client.namespace
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        try:
+            retention = Duration()
+            retention.FromTimedelta(DEFAULT_RETENTION)
+            await client.workflow_service.register_namespace(
+                RegisterNamespaceRequest(
+                    namespace=namespace, workflow_execution_retention_period=retention
+                )
+            )
+        except RPCError as reg_err:
+            # Another LoopLlama process (API or worker) may have created it a moment ago.
+            if reg_err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise TemporalSetupError(
+                    f"Temporal namespace {namespace!r} does not exist and could not be "
+                    f"created ({reg_err.message}). Create it, e.g. `temporal operator "
+                    f"namespace create --namespace {namespace}`."
+                ) from reg_err
+        else:
+            added.append(f"namespace {namespace}")
+    return await _ensure_search_attributes(client, added)
+
+
+async def _ensure_search_attributes(client: Client, added: list[str]) -> list[str]:
+    namespace = client.namespace
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = dict(existing.custom_attributes)
+    missing = {
+        key.name: key.indexed_value_type
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace,
+                    search_attributes={
+                        name: IndexedValueType.ValueType(int(value_type))
+                        for name, value_type in missing.items()
+                    },
+                )
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.ALREADY_EXISTS:
+                return added
+            wanted = ", ".join(
+                f"{name} ({value_type.name.title()})"
+                for name, value_type in missing.items()
+            )
+            raise TemporalSetupError(
+                f"Temporal namespace {namespace!r} is missing the search attributes {wanted} "
+                f"and they could not be added ({err.message}). Add them with "
+                "`temporal operator search-attribute create`."
+            ) from err
+        added.extend(f"search attribute {name}" for name in missing)
+    return added

@@ -1,0 +1,303 @@
+"""Types shared by the API, the workflows and the activities.
+
+Pydantic models travel through Temporal with `temporalio.contrib.pydantic`'s data
+converter, so the object a workflow publishes is the object the API returns. Fields are
+only ever added with defaults, so running histories keep decoding.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from core.timefmt import format_timestamp
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, when_used="json")]
+
+OFFLINE_MODEL = "loopllama-offline"
+# The built-in tool an agent uses to ask the human a question.
+ASK_HUMAN_TOOL = "ask_human"
+BUILTIN_TOOLS = ("send_email", "http_request")
+
+MAX_AGENTS = 20
+MAX_INSTRUCTIONS = 32_000
+MAX_RUN_INPUT = 16_000
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_MAX_TOOL_ROUNDS = 10
+
+_CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]{0,98}$")
+
+
+def model_is_routable(model: str) -> bool:
+    """Whether the service knows which provider serves `model`."""
+    return model == OFFLINE_MODEL or bool(_CLAUDE_MODEL.match(model))
+
+
+class _Strict(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Workflows (crew definitions) -------------------------------------------------
+
+
+class Agent(_Strict):
+    """One member of a crew."""
+
+    role: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=100)
+    instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS)
+    tools: list[str] = Field(default_factory=list, max_length=64)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=64_000)
+    max_tool_rounds: int = Field(default=DEFAULT_MAX_TOOL_ROUNDS, ge=1, le=100)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if not model_is_routable(value):
+            raise ValueError(
+                f"unknown model {value!r}: use a Claude model name such as "
+                f"'claude-sonnet-4-6', or '{OFFLINE_MODEL}' for the built-in offline model"
+            )
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, value: list[str]) -> list[str]:
+        for tool in value:
+            if tool not in BUILTIN_TOOLS:
+                raise ValueError(
+                    f"unknown tool {tool!r}: available tools are {', '.join(BUILTIN_TOOLS)} "
+                    f"(agents get '{ASK_HUMAN_TOOL}' automatically when "
+                    "human_in_the_loop.allow_input_requests is true)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("tools must not repeat a name")
+        return value
+
+
+class HumanInTheLoop(_Strict):
+    """How a crew's runs may pause for a person."""
+
+    allow_input_requests: bool = False
+    approval_required_tools: list[str] = Field(default_factory=list)
+    input_timeout_seconds: int | None = Field(default=None, ge=1, le=31_536_000)
+
+
+class WorkflowSpec(_Strict):
+    """The editable part of a workflow: the body of `POST /v1/workflows`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    crew: list[Agent] = Field(min_length=1, max_length=MAX_AGENTS)
+    human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkflowSpec:
+        roles = [agent.role for agent in self.crew]
+        duplicates = sorted({r for r in roles if roles.count(r) > 1})
+        if duplicates:
+            raise ValueError(f"crew roles must be unique; repeated: {', '.join(duplicates)}")
+        available = {tool for agent in self.crew for tool in agent.tools}
+        missing = [
+            t for t in self.human_in_the_loop.approval_required_tools if t not in available
+        ]
+        if missing:
+            raise ValueError(
+                "human_in_the_loop.approval_required_tools names tools no agent has: "
+                + ", ".join(missing)
+                + ". Add them to an agent's tools or remove them from the list."
+            )
+        return self
+
+
+class WorkflowPatch(_Strict):
+    """The body of `PATCH /v1/workflows/{id}`: any subset of the spec's fields."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    crew: list[Agent] | None = Field(default=None, min_length=1, max_length=MAX_AGENTS)
+    human_in_the_loop: HumanInTheLoop | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> WorkflowPatch:
+        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
+        if nulls:
+            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
+        if not self.model_fields_set:
+            raise ValueError(
+                "send at least one of: name, description, crew, human_in_the_loop"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_fields_sent(self, handler: Any) -> dict[str, Any]:
+        # Unsent fields must stay unsent on their way through Temporal, or they would
+        # arrive as explicit nulls.
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if key in self.model_fields_set}
+
+    def apply_to(self, spec: WorkflowSpec) -> WorkflowSpec:
+        """The spec with this patch's fields replaced, validated as a whole."""
+        merged = spec.model_dump()
+        merged.update(self.model_dump())
+        return WorkflowSpec.model_validate(merged)
+
+
+WorkflowStatus = Literal["active", "paused"]
+
+
+class Workflow(WorkflowSpec):
+    """The workflow object the API returns."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: WorkflowStatus = "active"
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        """The editable fields alone."""
+        return WorkflowSpec.model_validate(self.model_dump(include=set(WorkflowSpec.model_fields)))
+
+    @model_serializer(mode="wrap")
+    def _ordered(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        order = ["id", "name", "description", "status", "crew", "human_in_the_loop",
+                 "created_at", "updated_at"]
+        return {key: data[key] for key in order if key in data}
+
+
+# --- Runs -------------------------------------------------------------------------
+
+RunStatus = Literal["queued", "running", "waiting_input", "completed", "failed"]
+TERMINAL_STATUSES: tuple[RunStatus, ...] = ("completed", "failed")
+
+
+class Pending(BaseModel):
+    """What a paused run waits for."""
+
+    kind: Literal["input", "approval"]
+    prompt: str
+    tool: str | None = None
+    tool_input: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _approval_fields_only_for_approvals(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.kind == "input":
+            data.pop("tool", None)
+            data.pop("tool_input", None)
+        return data
+
+
+class Step(BaseModel):
+    """One agent's turn in a run."""
+
+    id: str
+    order: int
+    role: str
+    model: str
+    input: str
+    output: str | None = None
+    error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+
+class Run(BaseModel):
+    """The run object of the reference, steps included."""
+
+    id: str
+    workflow_id: str
+    status: RunStatus = "queued"
+    input: str
+    output: str | None = None
+    error: str | None = None
+    total_steps: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    created_at: Timestamp
+    pending: Pending | None = None
+    steps: list[Step] = Field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of list items and the trigger response: no `steps`."""
+        return self.model_dump(mode="json", exclude={"steps"})
+
+    def detail(self) -> dict[str, Any]:
+        """The JSON shape of `GET /v1/runs/{id}`: every field, `steps` last."""
+        return self.model_dump(mode="json")
+
+
+class TriggerRequest(_Strict):
+    """The body of `POST /v1/workflows/{id}/runs`."""
+
+    input: str = Field(min_length=1, max_length=MAX_RUN_INPUT)
+
+
+class RespondRequest(_Strict):
+    """The body of `POST /v1/runs/{id}/respond`."""
+
+    action: Literal["input", "approve", "reject"]
+    input: str | None = Field(default=None, max_length=MAX_RUN_INPUT)
+    reason: str | None = Field(default=None, max_length=4000)
+
+
+class RunInput(BaseModel):
+    """Everything a run workflow needs, fixed at trigger time."""
+
+    run_id: str
+    workflow_id: str
+    input: str
+    created_at: Timestamp
+    crew: list[Agent]
+    human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+
+
+# --- Model calls ------------------------------------------------------------------
+
+
+class ModelRequest(BaseModel):
+    """One Messages API call, provider-neutral."""
+
+    model: str
+    system: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+
+class ModelResponse(BaseModel):
+    """What a model call returns to the agent loop."""
+
+    content: list[dict[str, Any]]
+    stop_reason: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def text(self) -> str:
+        """The concatenated text blocks."""
+        return "".join(b.get("text", "") for b in self.content if b.get("type") == "text")
+
+    def tool_uses(self) -> list[dict[str, Any]]:
+        """The tool_use blocks, in order."""
+        return [b for b in self.content if b.get("type") == "tool_use"]

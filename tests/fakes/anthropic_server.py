@@ -1,0 +1,890 @@
+"""A fake Anthropic Messages API served over real HTTP, for tests.
+
+The real `anthropic` SDK talks to it unchanged::
+
+    with FakeAnthropic() as fake:
+        fake.reply_text("hello", tokens_in=10, tokens_out=2)
+        client = anthropic.Anthropic(base_url=fake.url, api_key="test-key", max_retries=0)
+        msg = client.messages.create(model="m", max_tokens=64, messages=[...])
+        assert fake.requests[-1].body["model"] == "m"
+
+Replies come from a FIFO script (`reply_text`, `reply_tool_use`, `reply_error`,
+`reply_disconnect`, `enqueue`); a scripted reply with a `when` predicate is only taken by a
+request it matches, so concurrent callers can each be given their own answer. When nothing in
+the script fits, the default handler answers (by default `echo_reply`, whose token counts are
+whitespace-word counts so tests can predict usage).
+
+The server is a `ThreadingHTTPServer` on a background thread, so it serves sync and async
+clients alike. Nothing is global: every piece of state lives on the `FakeAnthropic` instance.
+"""
+
+from __future__ import annotations
+
+import copy
+import http
+import json
+import socket
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+__all__ = [
+    "DEFAULT_ERROR_TYPES",
+    "DefaultHandler",
+    "FakeAnthropic",
+    "Predicate",
+    "RecordedRequest",
+    "Reply",
+    "content_text",
+    "count_input_tokens",
+    "count_output_tokens",
+    "count_words",
+    "disconnect_reply",
+    "echo_reply",
+    "error_reply",
+    "last_user_text",
+    "system_text",
+    "text_reply",
+    "tool_use_reply",
+]
+
+RequestJSON = dict[str, Any]
+Predicate = Callable[[RequestJSON], bool]
+"""Decides whether a scripted reply may answer a request (given its parsed JSON body)."""
+
+DEFAULT_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+"""The Anthropic error `type` used by `error_reply` when none is given."""
+
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+_STOP_POLL_SECONDS = 0.05
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def count_words(text: str) -> int:
+    """Number of whitespace-separated words in `text` (the fake's notion of a token)."""
+    return len(text.split())
+
+
+def content_text(content: Any) -> str:
+    """Plain text of a `system` value or a message's `content`.
+
+    Accepts a string or a list of blocks. `text` blocks contribute their text and
+    `tool_result` blocks their (string or text-block) content; other blocks (tool_use,
+    images, thinking, ...) contribute nothing. Parts are joined with single spaces.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict):
+            if block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_result":
+                parts.append(content_text(block.get("content")))
+    return " ".join(part for part in parts if part)
+
+
+def system_text(request: RequestJSON) -> str:
+    """Text of the request's `system` prompt (string or list of text blocks); "" if absent."""
+    return content_text(request.get("system"))
+
+
+def last_user_text(request: RequestJSON) -> str:
+    """Text (see `content_text`) of the last message with role "user"; "" if there is none."""
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def count_input_tokens(request: RequestJSON) -> int:
+    """Default `usage.input_tokens`: words in the system prompt plus in every message's text."""
+    messages = request.get("messages")
+    total = count_words(system_text(request))
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                total += count_words(content_text(message.get("content")))
+    return total
+
+
+def count_output_tokens(content: list[dict[str, Any]]) -> int:
+    """Default `usage.output_tokens`: words in text blocks plus in each tool_use's JSON input."""
+    total = 0
+    for block in content:
+        if block.get("type") == "text":
+            total += count_words(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            total += count_words(json.dumps(block.get("input", {}), sort_keys=True))
+    return total
+
+
+# --------------------------------------------------------------------------------- replies
+
+
+@dataclass
+class Reply:
+    """One answer the fake can give to a `POST /v1/messages`.
+
+    Build them with `text_reply`, `tool_use_reply`, `error_reply`, `disconnect_reply` (or the
+    `FakeAnthropic.reply_*` shortcuts, which also enqueue them).
+
+    kind: "message" (200 with a Message body), "error" (Anthropic error body with `status`)
+        or "disconnect" (the connection is closed without any response).
+    content / stop_reason: the Message's content blocks and stop_reason.
+    tokens_in / tokens_out: usage; None means computed (`count_input_tokens` of the
+        request, `count_output_tokens` of `content`).
+    delay: seconds to wait before answering (after `hold`, if any).
+    hold: if given, the answer is held back until this event is set (or the fake stops,
+        which drops the connection).
+    when: if given, only requests whose JSON body satisfies it can take this reply.
+        A predicate that raises counts as "does not match".
+    headers: extra response headers (e.g. {"retry-after": "0"}).
+    """
+
+    kind: Literal["message", "error", "disconnect"] = "message"
+    content: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = "end_turn"
+    status: int = 200
+    error_type: str = ""
+    message: str = ""
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    delay: float = 0.0
+    hold: threading.Event | None = None
+    when: Predicate | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """Concatenated text of the reply's text blocks."""
+        return content_text([b for b in self.content if b.get("type") == "text"])
+
+    @property
+    def tool_use_id(self) -> str | None:
+        """Id of the reply's first tool_use block, if any."""
+        for block in self.content:
+            if block.get("type") == "tool_use":
+                return str(block["id"])
+        return None
+
+    def matches(self, request: RequestJSON) -> bool:
+        """Whether this reply may answer `request` (always true without a `when`)."""
+        if self.when is None:
+            return True
+        try:
+            return bool(self.when(request))
+        except Exception:
+            return False
+
+    def render(self, request: RequestJSON, request_id: str) -> tuple[int, dict[str, Any]]:
+        """HTTP status and JSON body for answering `request` (not for kind "disconnect")."""
+        if self.kind == "error":
+            return self.status, {
+                "type": "error",
+                "error": {"type": self.error_type, "message": self.message},
+                "request_id": request_id,
+            }
+        content = copy.deepcopy(self.content)
+        tokens_in = count_input_tokens(request) if self.tokens_in is None else self.tokens_in
+        tokens_out = count_output_tokens(content) if self.tokens_out is None else self.tokens_out
+        return 200, {
+            "id": _new_id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": request.get("model"),
+            "content": content,
+            "stop_reason": self.stop_reason,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+
+
+DefaultHandler = Callable[[RequestJSON], Reply]
+"""Answers requests that no scripted reply fits: `handler(request_json) -> Reply`."""
+
+
+def text_reply(
+    text: str,
+    *,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    delay: float = 0.0,
+    stop_reason: str = "end_turn",
+    hold: threading.Event | None = None,
+    when: Predicate | None = None,
+) -> Reply:
+    """A Message with a single text block (stop_reason "end_turn" unless given)."""
+    return Reply(
+        content=[{"type": "text", "text": text}],
+        stop_reason=stop_reason,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        delay=delay,
+        hold=hold,
+        when=when,
+    )
+
+
+def tool_use_reply(
+    name: str,
+    input: dict[str, Any],
+    *,
+    text: str | None = None,
+    tool_use_id: str | None = None,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    delay: float = 0.0,
+    hold: threading.Event | None = None,
+    when: Predicate | None = None,
+) -> Reply:
+    """A Message calling tool `name` with `input` (stop_reason "tool_use").
+
+    `text`, if given, becomes a text block before the tool_use block. Without `tool_use_id`
+    a fresh "toolu_..." id is generated now, so it is readable as `reply.tool_use_id`.
+    """
+    content: list[dict[str, Any]] = []
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    content.append(
+        {
+            "type": "tool_use",
+            "id": tool_use_id or _new_id("toolu_"),
+            "name": name,
+            "input": copy.deepcopy(input),
+        }
+    )
+    return Reply(
+        content=content,
+        stop_reason="tool_use",
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        delay=delay,
+        hold=hold,
+        when=when,
+    )
+
+
+def error_reply(
+    status: int,
+    error_type: str | None = None,
+    message: str | None = None,
+    *,
+    delay: float = 0.0,
+    hold: threading.Event | None = None,
+    when: Predicate | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """An Anthropic error response: `{"type": "error", "error": {"type", "message"}}`.
+
+    `error_type` defaults from `DEFAULT_ERROR_TYPES` (e.g. 429 -> "rate_limit_error",
+    529 -> "overloaded_error"), `message` to a generic text.
+    """
+    if status < 400:
+        raise ValueError(f"error status must be >= 400, got {status}")
+    resolved_type = error_type or DEFAULT_ERROR_TYPES.get(status, "api_error")
+    return Reply(
+        kind="error",
+        status=status,
+        error_type=resolved_type,
+        message=message if message is not None else f"fake {resolved_type}",
+        stop_reason=None,
+        delay=delay,
+        hold=hold,
+        when=when,
+        headers=dict(headers or {}),
+    )
+
+
+def disconnect_reply(
+    *,
+    delay: float = 0.0,
+    hold: threading.Event | None = None,
+    when: Predicate | None = None,
+) -> Reply:
+    """Close the connection without answering (the SDK raises APIConnectionError)."""
+    return Reply(kind="disconnect", stop_reason=None, delay=delay, hold=hold, when=when)
+
+
+def echo_reply(request: RequestJSON) -> Reply:
+    """The built-in default handler: text "echo: <last user text>".
+
+    Usage is left to the defaults: input_tokens = words in system + all messages' text
+    (`count_input_tokens`), output_tokens = words in the reply text ("echo:" counts as one).
+    """
+    return text_reply(f"echo: {last_user_text(request)}")
+
+
+# ------------------------------------------------------------------------------- recording
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request the fake received, and what it answered.
+
+    body: the parsed JSON object (None if the body was not a JSON object).
+    headers: request headers with lower-case names.
+    received_at / responded_at: `time.monotonic()` timestamps; `received_wall` is
+        `time.time()`.
+    reply: the Reply served (scripted or from the default handler); None when the request
+        was rejected before reaching the script (auth/validation/unknown path) or crashed.
+    scripted: whether `reply` came from the script rather than the default handler.
+    status / response: the HTTP status and JSON body sent; None while the reply is pending
+        or if the connection was dropped. Set just before the bytes are written, so they
+        are visible as soon as the client has its answer.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: RequestJSON | None
+    raw_body: bytes
+    request_id: str
+    received_at: float
+    received_wall: float
+    reply: Reply | None = None
+    scripted: bool = False
+    status: int | None = None
+    response: dict[str, Any] | None = None
+    responded_at: float | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The requested model, if any."""
+        model = (self.body or {}).get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The request's `messages` ([] if missing)."""
+        messages = (self.body or {}).get("messages")
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def system(self) -> str:
+        """Text of the request's system prompt."""
+        return system_text(self.body or {})
+
+    @property
+    def last_user_text(self) -> str:
+        """Text of the request's last user message."""
+        return last_user_text(self.body or {})
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """Every tool_result block in the request's messages, in order."""
+        return [
+            block
+            for message in self.messages
+            if isinstance(message.get("content"), list)
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key sent: the `x-api-key` header, else an `Authorization: Bearer` token.
+
+        anthropic-sdk-python 2.x sends `api_key` as a Bearer token, older versions as
+        `x-api-key`; the real API accepts both.
+        """
+        key = self.headers.get("x-api-key")
+        if key:
+            return key
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+    @property
+    def anthropic_version(self) -> str | None:
+        """The `anthropic-version` header sent."""
+        return self.headers.get("anthropic-version")
+
+
+# ---------------------------------------------------------------------------------- server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 drops connections when many workflows call at once.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse-DNS getfqdn(), which can stall for seconds.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (timeouts, killed workers, stop()) are expected, not failures.
+        if isinstance(sys.exc_info()[1], OSError) or self.fake._stopping.is_set():
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # With Nagle on, a response split over two segments waits ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
+
+    @property
+    def _fake(self) -> FakeAnthropic:
+        return cast(_Server, self.server).fake
+
+    def setup(self) -> None:
+        super().setup()
+        self._fake._track_connection(self.connection, add=True)
+
+    def finish(self) -> None:
+        self._fake._track_connection(self.connection, add=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        fake = self._fake
+        raw = self._read_body()
+        body: RequestJSON | None = None
+        try:
+            parsed = json.loads(raw) if raw else None
+            body = parsed if isinstance(parsed, dict) else None
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            method=self.command,
+            path=urlsplit(self.path).path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+            raw_body=raw,
+            request_id=_new_id("req_"),
+            received_at=time.monotonic(),
+            received_wall=time.time(),
+        )
+        fake._add_record(record)
+
+        rejection = fake._reject(record)
+        if rejection is not None:
+            self._respond(record, rejection)
+            return
+        assert body is not None
+        if record.path == COUNT_TOKENS_PATH:
+            self._respond(record, (200, {"input_tokens": count_input_tokens(body)}, {}))
+            return
+
+        try:
+            reply, scripted = fake._take_reply(body)
+            record.reply, record.scripted = reply, scripted
+            if not fake._wait_before_answer(reply):
+                self._drop_connection()
+                return
+            if reply.kind == "disconnect":
+                self._drop_connection()
+                return
+            status, payload = reply.render(body, record.request_id)
+            answer = (status, payload, reply.headers)
+        except Exception as exc:
+            answer = _error_answer(500, "api_error", f"fake anthropic server failed: {exc!r}")
+            answer[1]["request_id"] = record.request_id
+        self._respond(record, answer)
+
+    def _respond(
+        self, record: RecordedRequest, answer: tuple[int, dict[str, Any], dict[str, str]]
+    ) -> None:
+        status, payload, extra_headers = answer
+        if payload.get("type") == "error":
+            payload.setdefault("request_id", record.request_id)
+        data = json.dumps(payload).encode()
+        record.status, record.response = status, payload
+        record.responded_at = time.monotonic()
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Overloaded" if status == 529 else "Error"
+        lines = [
+            f"{self.protocol_version} {status} {reason}",
+            "content-type: application/json",
+            f"content-length: {len(data)}",
+            f"request-id: {record.request_id}",
+            *(f"{name}: {value}" for name, value in extra_headers.items()),
+        ]
+        if self.close_connection:
+            lines.append("connection: close")
+        # One write for head and body: see disable_nagle_algorithm.
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
+
+    def _drop_connection(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _error_answer(
+    status: int, error_type: str, message: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return status, {"type": "error", "error": {"type": error_type, "message": message}}, {}
+
+
+class FakeAnthropic:
+    """A fake Anthropic Messages API on 127.0.0.1 (ephemeral port), for the real SDK.
+
+    Use as a context manager (`with FakeAnthropic() as fake:`) or call start()/stop(). An
+    instance serves once: after stop() it cannot be started again.
+
+    Requests are checked like the real API: an API key is required, as an `x-api-key` header
+    or an `Authorization: Bearer` token (and must equal `api_key` if one is given), else 401;
+    `model`, `max_tokens` and `messages` are required, else 400. Valid requests take the
+    first matching scripted reply (FIFO), otherwise the default handler's reply. All methods
+    are thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default: DefaultHandler | None = None,
+    ) -> None:
+        """Create (but do not start) the fake. `default` replaces `echo_reply`."""
+        self.api_key = api_key
+        self._address = (host, port)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._script: list[Reply] = []
+        self._records: list[RecordedRequest] = []
+        self._default: DefaultHandler = default or echo_reply
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> FakeAnthropic:
+        """Bind and start serving on a background thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError("FakeAnthropic already started (instances serve once)")
+        self._server = _Server(self._address, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": _STOP_POLL_SECONDS},
+            name=f"fake-anthropic-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections, including calls being held or delayed.
+
+        Idempotent. Calls still in flight fail on the client with a connection error.
+        """
+        if self._server is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port being served (only after start())."""
+        if self._server is None:
+            raise RuntimeError("FakeAnthropic not started")
+        return self._server.server_port
+
+    @property
+    def url(self) -> str:
+        """Base URL for the SDK, e.g. "http://127.0.0.1:PORT" (only after start())."""
+        return f"http://{self._address[0]}:{self.port}"
+
+    # ------------------------------------------------------------------------------ script
+
+    def enqueue(self, reply: Reply) -> Reply:
+        """Append `reply` to the script; returns it."""
+        with self._lock:
+            self._script.append(reply)
+        return reply
+
+    def reply_text(
+        self,
+        text: str,
+        *,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        delay: float = 0.0,
+        stop_reason: str = "end_turn",
+        hold: threading.Event | None = None,
+        when: Predicate | None = None,
+    ) -> Reply:
+        """Enqueue a text reply (see `text_reply`); returns it."""
+        return self.enqueue(
+            text_reply(
+                text,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                delay=delay,
+                stop_reason=stop_reason,
+                hold=hold,
+                when=when,
+            )
+        )
+
+    def reply_tool_use(
+        self,
+        name: str,
+        input: dict[str, Any],
+        *,
+        text: str | None = None,
+        tool_use_id: str | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        delay: float = 0.0,
+        hold: threading.Event | None = None,
+        when: Predicate | None = None,
+    ) -> Reply:
+        """Enqueue a tool_use reply (see `tool_use_reply`); returns it (`.tool_use_id`)."""
+        return self.enqueue(
+            tool_use_reply(
+                name,
+                input,
+                text=text,
+                tool_use_id=tool_use_id,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                delay=delay,
+                hold=hold,
+                when=when,
+            )
+        )
+
+    def reply_error(
+        self,
+        status: int,
+        error_type: str | None = None,
+        message: str | None = None,
+        *,
+        delay: float = 0.0,
+        hold: threading.Event | None = None,
+        when: Predicate | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """Enqueue an error reply (see `error_reply`); returns it."""
+        return self.enqueue(
+            error_reply(
+                status, error_type, message, delay=delay, hold=hold, when=when, headers=headers
+            )
+        )
+
+    def reply_disconnect(
+        self,
+        *,
+        delay: float = 0.0,
+        hold: threading.Event | None = None,
+        when: Predicate | None = None,
+    ) -> Reply:
+        """Enqueue a dropped connection (see `disconnect_reply`); returns it."""
+        return self.enqueue(disconnect_reply(delay=delay, hold=hold, when=when))
+
+    def set_default(self, handler: DefaultHandler | None) -> None:
+        """Answer unscripted requests with `handler(request_json)`; None restores echo_reply.
+
+        If the handler raises, the request gets a 500 api_error naming the exception.
+        """
+        with self._lock:
+            self._default = handler or echo_reply
+
+    def pending(self) -> list[Reply]:
+        """Scripted replies not yet served, in order."""
+        with self._lock:
+            return list(self._script)
+
+    # --------------------------------------------------------------------------- recording
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far (all paths, including rejected ones)."""
+        with self._lock:
+            return list(self._records)
+
+    def count(self, predicate: Predicate | None = None) -> int:
+        """Number of requests received, or of those whose JSON body satisfies `predicate`."""
+        if predicate is None:
+            with self._lock:
+                return len(self._records)
+        return len(self.requests_matching(predicate))
+
+    def requests_matching(self, predicate: Predicate) -> list[RecordedRequest]:
+        """Recorded requests with a JSON body satisfying `predicate(body)`."""
+        return [r for r in self.requests if r.body is not None and predicate(r.body)]
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until at least `n` requests were received; returns the snapshot.
+
+        Raises TimeoutError after `timeout` seconds. Requests are recorded on arrival,
+        before any `hold`/`delay`, so this is how a test knows a held call has started.
+        From async code, call it via `asyncio.to_thread`.
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._records) >= n, timeout):
+                raise TimeoutError(
+                    f"expected {n} requests within {timeout}s, got {len(self._records)}"
+                )
+            return list(self._records)
+
+    def reset(self) -> None:
+        """Forget the script and the recorded requests (the default handler stays)."""
+        with self._lock:
+            self._script.clear()
+            self._records.clear()
+
+    # ---------------------------------------------------------------- used by the handler
+
+    def _track_connection(self, connection: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+        if add and self._stopping.is_set():
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _add_record(self, record: RecordedRequest) -> None:
+        with self._changed:
+            self._records.append(record)
+            self._changed.notify_all()
+
+    def _reject(self, record: RecordedRequest) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        if record.path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
+            return _error_answer(404, "not_found_error", f"Not found: {record.path}")
+        if record.method != "POST":
+            return _error_answer(405, "invalid_request_error", f"{record.method} not allowed")
+        key = record.api_key
+        if not key:
+            return _error_answer(
+                401, "authentication_error", "x-api-key or Authorization header is required"
+            )
+        if self.api_key is not None and key != self.api_key:
+            return _error_answer(401, "authentication_error", "invalid API key")
+        if record.body is None:
+            return _error_answer(400, "invalid_request_error", "request body must be a JSON object")
+        required: tuple[str, ...] = ("model", "messages")
+        if record.path == MESSAGES_PATH:
+            required = ("model", "max_tokens", "messages")
+        for name in required:
+            if name not in record.body:
+                return _error_answer(400, "invalid_request_error", f"{name}: Field required")
+        if not isinstance(record.body["messages"], list):
+            return _error_answer(400, "invalid_request_error", "messages: Input should be a list")
+        return None
+
+    def _take_reply(self, body: RequestJSON) -> tuple[Reply, bool]:
+        with self._lock:
+            for index, reply in enumerate(self._script):
+                if reply.matches(body):
+                    return self._script.pop(index), True
+            handler = self._default
+        return handler(body), False
+
+    def _wait_before_answer(self, reply: Reply) -> bool:
+        """Honour `hold` then `delay`; False if the fake stopped meanwhile."""
+        if reply.hold is not None:
+            while not reply.hold.wait(_STOP_POLL_SECONDS):
+                if self._stopping.is_set():
+                    return False
+        if reply.delay > 0 and self._stopping.wait(reply.delay):
+            return False
+        return not self._stopping.is_set()

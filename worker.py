@@ -1,0 +1,29 @@
+"""Wires LoopLlama's workflows and activities into a Temporal worker.
+
+Activities get their clients (Anthropic, SMTP, HTTP) from the worker's settings here, so
+no secret ever travels through a workflow input or a Temporal history.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.registry import build_activities
+from core.settings import Settings
+from workflows.registry import WORKFLOWS
+
+
+def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None) -> Worker:
+    """A worker for every LoopLlama workflow and activity on the configured task queue."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(settings),
+        # Give in-flight model calls a moment to finish on Ctrl-C; anything cut off is
+        # retried by another worker (heartbeat timeouts notice within seconds).
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )

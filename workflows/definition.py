@@ -1,0 +1,128 @@
+"""A workflow (crew) definition kept durably as a long-lived Temporal entity workflow.
+
+The entity publishes its current definition in its memo after every change, so the API
+reads definitions with a cheap `describe` that needs no worker and replays nothing.
+Changes are updates with validators: a rejected change writes nothing to the history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from core.timefmt import truncate_to_millis
+    from core.types import Workflow, WorkflowPatch, WorkflowStatus
+    from core.validation_messages import describe_validation_errors
+
+MEMO_KEY = "workflow"
+# Error types the API maps to HTTP statuses (400 and 404).
+INVALID = "InvalidDefinitionChange"
+GONE = "DefinitionDeleted"
+# Continue-as-new well before Temporal's history limits; each change is a few events.
+MAX_HISTORY_EVENTS = 2_000
+
+
+class DefinitionInput(BaseModel):
+    """The definition a (new or continued) entity starts from."""
+
+    workflow: Workflow
+
+
+class StatusChange(BaseModel):
+    """Pause or resume."""
+
+    status: WorkflowStatus
+
+
+@workflow.defn(name="CrewDefinition")
+class CrewDefinitionWorkflow:
+    """One crew definition; lives until deleted."""
+
+    @workflow.init
+    def __init__(self, start: DefinitionInput) -> None:
+        self._workflow = start.workflow
+        self._deleted = False
+
+    @workflow.run
+    async def run(self, start: DefinitionInput) -> None:
+        """Wait for deletion, continuing as new when the history grows long."""
+        await workflow.wait_condition(
+            lambda: (self._deleted or self._history_is_long())
+            and workflow.all_handlers_finished()
+        )
+        if not self._deleted:
+            workflow.continue_as_new(
+                DefinitionInput(workflow=self._workflow), memo=self._memo()
+            )
+
+    @workflow.query
+    def get(self) -> Workflow:
+        """The current definition."""
+        return self._workflow
+
+    @workflow.update
+    def change(self, patch: WorkflowPatch) -> Workflow:
+        """Replace the fields the patch names."""
+        spec = patch.apply_to(self._workflow.spec)
+        self._workflow = Workflow.model_validate(
+            {**self._workflow.model_dump(), **spec.model_dump(), "updated_at": self._now()}
+        )
+        self._publish()
+        return self._workflow
+
+    @change.validator
+    def _validate_change(self, patch: WorkflowPatch) -> None:
+        self._reject_if_deleted()
+        try:
+            patch.apply_to(self._workflow.spec)
+        except ValidationError as err:
+            raise ApplicationError(
+                describe_validation_errors(list(err.errors())), type=INVALID, non_retryable=True
+            ) from None
+
+    @workflow.update
+    def set_status(self, change: StatusChange) -> Workflow:
+        """Pause or resume; doing it twice changes nothing."""
+        if change.status != self._workflow.status:
+            self._workflow = self._workflow.model_copy(
+                update={"status": change.status, "updated_at": self._now()}
+            )
+            self._publish()
+        return self._workflow
+
+    @set_status.validator
+    def _validate_set_status(self, change: StatusChange) -> None:
+        self._reject_if_deleted()
+
+    @workflow.update
+    def delete(self) -> None:
+        """End the entity; reads and triggers answer 404 from now on."""
+        self._deleted = True
+
+    @delete.validator
+    def _validate_delete(self) -> None:
+        self._reject_if_deleted()
+
+    def _reject_if_deleted(self) -> None:
+        if self._deleted:
+            raise ApplicationError("workflow was deleted", type=GONE, non_retryable=True)
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > MAX_HISTORY_EVENTS
+        )
+
+    def _now(self) -> datetime:
+        return truncate_to_millis(workflow.now())
+
+    def _memo(self) -> dict[str, object]:
+        return {MEMO_KEY: self._workflow.model_dump(mode="json")}
+
+    def _publish(self) -> None:
+        workflow.upsert_memo(self._memo())
