@@ -14,7 +14,7 @@ import logging
 
 from temporalio.client import Client
 
-from core.temporal import connect
+from core.temporal import API_RETRY, connect
 
 log = logging.getLogger("loopllama.api")
 
@@ -47,7 +47,7 @@ class TemporalConnection:
         warned = False
         while self.client is None:
             try:
-                self.client = await connect(self.address, self.namespace)
+                self.client = await connect(self.address, self.namespace, retry=API_RETRY)
             except RuntimeError:
                 if not warned:
                     log.warning("Temporal at %s is not reachable yet; retrying.", self.address)

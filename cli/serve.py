@@ -80,11 +80,11 @@ async def connect_and_prepare(settings: Settings, address: str, *, wait: float =
     return client
 
 
-async def _serve_api(settings: Settings, client: Client, host: str, port: int,
-                     stop: asyncio.Event, on_started: Callable[[], None] | None = None) -> None:
+async def _serve_api(settings: Settings, host: str, port: int, stop: asyncio.Event,
+                     on_started: Callable[[], None] | None = None) -> None:
+    # The API makes its own client (with short retries, so outages answer 503 fast).
     config = uvicorn.Config(
-        create_app(settings, client), host=host, port=port, log_level="warning",
-        lifespan="on",
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
     )
     server = _QuietSignalsServer(config)
     serve = asyncio.create_task(server.serve())
@@ -130,10 +130,11 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
         address = settings.temporal_address
         ui_url = None
     try:
+        settings = replace(settings, temporal_address=address)
         client = await connect_and_prepare(settings, address)
         async with build_worker(client, settings):
             await _serve_api(
-                settings, client, host, port, stop,
+                settings, host, port, stop,
                 on_started=lambda: _print_banner(host, port, address, ui_url, key_note, server),
             )
     finally:
@@ -163,9 +164,9 @@ async def run_api(settings: Settings, *, host: str, port: int) -> None:
     settings.require_api_keys()
     address = settings.require_temporal_address()
     stop = _stop_event()
-    client = await connect_and_prepare(settings, address)
+    await connect_and_prepare(settings, address)
     await _serve_api(
-        settings, client, host, port, stop,
+        settings, host, port, stop,
         on_started=lambda: print(
             f"LoopLlama API on http://{host}:{port} (Temporal {address}).", flush=True
         ),

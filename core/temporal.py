@@ -14,10 +14,10 @@ from temporalio.api.workflowservice.v1 import (
     DescribeNamespaceRequest,
     RegisterNamespaceRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 # Search attributes that make runs filterable in the Temporal UI and listable by the API.
 SA_WORKFLOW_ID = SearchAttributeKey.for_keyword("LoopLlamaWorkflowId")
@@ -41,13 +41,24 @@ def search_attribute_flags() -> list[str]:
     ]
 
 
-async def connect(address: str, namespace: str, *, lazy: bool = False) -> Client:
+# The API answers a caller while it waits: during a Temporal outage it should say 503
+# within a few seconds rather than retry for the SDK's default ten.
+API_RETRY = RetryConfig(max_interval_millis=1000, max_elapsed_time_millis=3000)
+# Runs publish their whole state in the memo on purpose (reads need no replay); the
+# server's limit is 2 MiB, so only warn well above the SDK's 2 KiB default.
+MEMO_WARN_BYTES = 512 * 1024
+
+
+async def connect(
+    address: str, namespace: str, *, retry: RetryConfig | None = None
+) -> Client:
     """A client that speaks pydantic models, as every LoopLlama process uses."""
     return await Client.connect(
         address,
         namespace=namespace,
         data_converter=pydantic_data_converter,
-        lazy=lazy,
+        retry_config=retry,
+        payload_limits=PayloadLimitsConfig(memo_warn_size=MEMO_WARN_BYTES),
     )
 
 

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, within: float = 20.0, interval: float = 0.05
+    check: Callable[[], Awaitable[T | None]], *, within: float = 20.0, interval: float = 0.05
 ) -> T:
     """Poll `check` until it returns something truthy; fail at the deadline.
 

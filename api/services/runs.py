@@ -83,7 +83,9 @@ class Runs:
         return await newest_runs(self._client, workflow_id, LIST_LIMIT)
 
 
-async def newest_runs(client: Client, workflow_id: str, limit: int) -> list[Run]:
+async def newest_runs(
+    client: Client, workflow_id: str, limit: int, *, skew: timedelta = CLOCK_SKEW
+) -> list[Run]:
     """The `limit` newest runs by creation time, from one visibility listing.
 
     SQL visibility cannot sort (no ORDER BY on SQLite); it returns open executions first,
@@ -102,7 +104,7 @@ async def newest_runs(client: Client, workflow_id: str, limit: int) -> list[Run]
             if last_close is not None and close > last_close:
                 order_holds = False
             last_close = close
-            if order_holds and len(newest) >= limit and close < newest[0][0] - CLOCK_SKEW:
+            if order_holds and len(newest) >= limit and close < newest[0][0] - skew:
                 break
         run = await _run_of(row)
         if run is None:

@@ -553,7 +553,6 @@ class _Handler(BaseHTTPRequestHandler):
             answer = (status, payload, reply.headers)
         except Exception as exc:
             answer = _error_answer(500, "api_error", f"fake anthropic server failed: {exc!r}")
-            answer[1]["request_id"] = record.request_id
         self._respond(record, answer)
 
     def _respond(

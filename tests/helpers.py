@@ -1,0 +1,53 @@
+"""Small HTTP helpers shared by the run tests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from tests.conftest import eventually
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+RUN_KEYS = {
+    "id", "workflow_id", "status", "input", "output", "error", "total_steps", "tokens_in",
+    "tokens_out", "started_at", "finished_at", "created_at", "pending",
+}
+STEP_KEYS = {
+    "id", "order", "role", "model", "input", "output", "error", "tokens_in", "tokens_out",
+    "started_at", "finished_at",
+}
+
+
+async def create_workflow(api: httpx.AsyncClient, crew: list[dict[str, Any]],
+                          **fields: Any) -> dict[str, Any]:
+    """POST a workflow and return its object."""
+    response = await api.post("/v1/workflows", json={"name": "test crew", "crew": crew, **fields})
+    assert response.status_code == 201, response.text
+    return dict(response.json()["data"])
+
+
+async def trigger(api: httpx.AsyncClient, workflow_id: str, text: str) -> dict[str, Any]:
+    """Trigger a run and return the 202 body's run."""
+    response = await api.post(f"/v1/workflows/{workflow_id}/runs", json={"input": text})
+    assert response.status_code == 202, response.text
+    return dict(response.json()["data"])
+
+
+async def get_run(api: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    """GET a run (with steps)."""
+    response = await api.get(f"/v1/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json()["data"])
+
+
+async def wait_for_status(api: httpx.AsyncClient, run_id: str, *statuses: str,
+                          within: float = 30.0) -> dict[str, Any]:
+    """Poll the run until its status is one of `statuses`."""
+
+    async def check() -> dict[str, Any] | None:
+        run = await get_run(api, run_id)
+        return run if run["status"] in statuses else None
+
+    return await eventually(check, within=within)

@@ -1,0 +1,110 @@
+"""Record the histories that tests/test_replay.py replays against the current code.
+
+Run it (`python -m tests.record_histories`) when a scenario is added; never just to make
+a failing replay pass: a replay failure means running histories would break, and the
+change needs `workflow.patched` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from api.app import create_app
+from core.devserver import DevServer
+from core.settings import Secret, Settings
+from core.temporal import ensure_namespace_ready
+from tests.conftest import API_KEY, crew, for_role, free_port, unique_tag
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.helpers import create_workflow, trigger, wait_for_status
+from worker import build_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@dataclass
+class Scenario:
+    """One recorded history: its file name and how to produce the run."""
+
+    name: str
+    produce: Callable[[httpx.AsyncClient, FakeAnthropic], Awaitable[str]]
+
+
+async def completed_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    tag = unique_tag()
+    fake.reply_text("the plan", tokens_in=180, tokens_out=120, when=for_role(tag, "planner"))
+    fake.reply_error(429, when=for_role(tag, "writer"))
+    fake.reply_text("the brief", tokens_in=232, tokens_out=166, when=for_role(tag, "writer"))
+    workflow = await create_workflow(api, crew("planner", "writer", tag=tag))
+    run = await trigger(api, workflow["id"], "Draft a brief.")
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+async def failed_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    tag = unique_tag()
+    fake.reply_text("the plan", when=for_role(tag, "planner"))
+    fake.reply_error(400, message="bad request", when=for_role(tag, "writer"))
+    workflow = await create_workflow(api, crew("planner", "writer", tag=tag))
+    run = await trigger(api, workflow["id"], "Draft a brief.")
+    await wait_for_status(api, run["id"], "failed", within=60)
+    return str(run["id"])
+
+
+async def offline_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    workflow = await create_workflow(
+        api, crew("planner", "writer", "editor", model="loopllama-offline")
+    )
+    run = await trigger(api, workflow["id"], "Plan a launch.")
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+SCENARIOS = [
+    Scenario("run_completed", completed_run),
+    Scenario("run_failed", failed_run),
+    Scenario("run_offline_three_agents", offline_run),
+]
+
+
+async def record(names: set[str] | None = None) -> None:
+    """Run each scenario on a fresh dev server and write its history as JSON."""
+    HISTORIES.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake:
+        server = DevServer(db_file=Path(tmp) / "t.db", log_file=Path(tmp) / "t.log",
+                           port=free_port(), ui_port=None)
+        client = await server.start()
+        try:
+            await ensure_namespace_ready(client)
+            settings = Settings(
+                api_keys=(Secret(API_KEY),), temporal_address=server.address,
+                temporal_task_queue="record", anthropic_api_key=Secret("sk-test"),
+                anthropic_base_url=fake.url,
+            )
+            app = create_app(settings, client)
+            async with build_worker(client, settings), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as api:
+                for scenario in SCENARIOS:
+                    if names and scenario.name not in names:
+                        continue
+                    run_id = await scenario.produce(api, fake)
+                    history = await client.get_workflow_handle(run_id).fetch_history()
+                    path = HISTORIES / f"{scenario.name}.json"
+                    path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+                    print(f"wrote {path}")
+        finally:
+            await server.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(record(set(sys.argv[1:]) or None))

@@ -1,0 +1,145 @@
+"""Processes die at bad moments; runs go on and no model call is paid for twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from api.app import create_app
+from core.devserver import DevServer
+from core.settings import Settings
+from core.temporal import ensure_namespace_ready
+from tests.conftest import (
+    API_KEY,
+    crew,
+    eventually,
+    for_role,
+    free_port,
+    start_worker_process,
+    unique_tag,
+)
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.helpers import create_workflow, get_run, trigger, wait_for_status
+from worker import build_worker
+
+
+@contextlib.contextmanager
+def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """Kill every child process on the way out, whatever happened."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+async def test_sigkill_worker_during_step_two(
+    api: httpx.AsyncClient, settings: Settings, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    tag = unique_tag()
+    planner, writer, reviewer = (for_role(tag, r) for r in ("planner", "writer", "reviewer"))
+    never = threading.Event()
+    fake_anthropic.reply_text("the plan", tokens_in=3, tokens_out=2, when=planner)
+    fake_anthropic.reply_text("lost draft", when=writer, hold=never)
+    fake_anthropic.reply_text("the draft", tokens_in=5, tokens_out=4, when=writer)
+    fake_anthropic.reply_text("the review", tokens_in=7, tokens_out=6, when=reviewer)
+    workflow = await create_workflow(api, crew("planner", "writer", "reviewer", tag=tag))
+
+    workers: list[subprocess.Popen[bytes]] = []
+    with reaped(workers):
+        workers.append(start_worker_process(settings, tmp_path / "worker-1.log"))
+        try:
+            run = await trigger(api, workflow["id"], "Write it.")
+
+            async def writer_called() -> bool:
+                return fake_anthropic.count(writer) == 1
+
+            await eventually(writer_called, within=60)
+            workers[0].kill()
+            workers[0].wait(timeout=10)
+            loop = asyncio.get_running_loop()
+            restarted = loop.time()
+            workers.append(start_worker_process(settings, tmp_path / "worker-2.log"))
+            done = await wait_for_status(api, run["id"], "completed", "failed", within=60)
+            elapsed = loop.time() - restarted
+        finally:
+            never.set()
+    assert done["status"] == "completed", done["error"]
+    assert elapsed < 30, f"took {elapsed:.1f}s after the new worker started"
+    # Step 1 was not called again; step 2 was called once more; step 3 once.
+    assert fake_anthropic.count(planner) == 1
+    assert fake_anthropic.count(writer) == 2
+    assert fake_anthropic.count(reviewer) == 1
+    assert [s["output"] for s in done["steps"]] == ["the plan", "the draft", "the review"]
+    assert (done["tokens_in"], done["tokens_out"]) == (15, 12)
+
+
+async def test_temporal_restart_under_worker_and_api(
+    settings: Settings, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    server = DevServer(db_file=tmp_path / "t.db", log_file=tmp_path / "t.log",
+                       port=free_port(), ui_port=None)
+    client = await server.start()
+    try:
+        await ensure_namespace_ready(client)
+        own = replace(settings, temporal_address=server.address)
+        tag = unique_tag()
+        release = threading.Event()
+        fake_anthropic.reply_text("plan", when=for_role(tag, "planner"), hold=release)
+        # Should the outage outlast the heartbeat timeout, the call is retried: same answer.
+        fake_anthropic.reply_text("plan", when=for_role(tag, "planner"))
+        fake_anthropic.reply_text("text", when=for_role(tag, "writer"))
+        app = create_app(own)
+        async with (
+            build_worker(client, own),
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t",
+                headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30,
+            ) as api,
+        ):
+            async def healthy() -> bool:
+                return (await api.get("/health")).status_code == 200
+
+            await eventually(healthy, within=30)
+            workflow = await create_workflow(api, crew("planner", "writer", tag=tag))
+            run = await trigger(api, workflow["id"], "x")
+
+            async def planner_called() -> bool:
+                return fake_anthropic.count(for_role(tag, "planner")) == 1
+
+            await eventually(planner_called, within=30)
+
+            await server.stop()
+            down = await api.get(f"/v1/runs/{run['id']}")
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["type"] == "service_unavailable"
+            assert (await api.get("/health")).status_code == 503
+
+            await server.start()
+            release.set()
+            await eventually(healthy, within=60)
+            done = await wait_for_status(api, run["id"], "completed", "failed", within=60)
+            assert done["status"] == "completed", done["error"]
+            assert [s["output"] for s in done["steps"]] == ["plan", "text"]
+            assert fake_anthropic.count(for_role(tag, "planner")) <= 2
+            assert (await api.get(f"/v1/workflows/{workflow['id']}")).status_code == 200
+            assert (await get_run(api, run["id"]))["status"] == "completed"
+            # The worker reconnected by itself: a brand-new run completes too.
+            again = await trigger(api, workflow["id"], "y")
+            assert (await wait_for_status(api, again["id"], "completed", "failed"))[
+                "status"
+            ] == "completed"
+    finally:
+        release.set()
+        await server.stop()
+

@@ -1,0 +1,87 @@
+"""`GET /v1/workflows/{id}/runs`: the 50 most recent runs, newest first, by creation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from api.services.runs import newest_runs
+from tests.conftest import crew, eventually, unique_tag
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.helpers import create_workflow, trigger, wait_for_status
+
+
+async def listed_ids(api: httpx.AsyncClient, workflow_id: str) -> list[str]:
+    response = await api.get(f"/v1/workflows/{workflow_id}/runs")
+    assert response.status_code == 200, response.text
+    runs = response.json()["data"]
+    created = [r["created_at"] for r in runs]
+    assert created == sorted(created, reverse=True), "not newest first"
+    return [r["id"] for r in runs]
+
+
+async def all_finished(api: httpx.AsyncClient, workflow_id: str, count: int) -> bool:
+    runs = (await api.get(f"/v1/workflows/{workflow_id}/runs")).json()["data"]
+    return len(runs) == min(count, 50) and all(r["status"] == "completed" for r in runs)
+
+
+async def test_55_runs_list_the_50_newest(api: httpx.AsyncClient, worker: Any) -> None:
+    workflow = await create_workflow(api, crew("solo", model="loopllama-offline"))
+    triggered = [(await trigger(api, workflow["id"], f"run {i}"))["id"] for i in range(55)]
+    await eventually(lambda: all_finished(api, workflow["id"], 55), within=60)
+    assert await listed_ids(api, workflow["id"]) == list(reversed(triggered))[:50]
+
+
+async def test_order_is_by_creation_even_when_runs_finish_out_of_order(
+    api: httpx.AsyncClient, worker: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """An old run still running, and a middle run that finishes last, keep their places."""
+    tag = unique_tag()
+    hold_oldest, hold_middle = threading.Event(), threading.Event()
+
+    def is_input(text: str):  # type: ignore[no-untyped-def]
+        return lambda request: request["messages"][0]["content"] == f"{tag} {text}"
+
+    fake_anthropic.reply_text("oldest done", hold=hold_oldest, when=is_input("oldest"))
+    fake_anthropic.reply_text("middle done", hold=hold_middle, when=is_input("middle"))
+    workflow = await create_workflow(api, crew("solo"))
+    try:
+        oldest = (await trigger(api, workflow["id"], f"{tag} oldest"))["id"]
+        first = [(await trigger(api, workflow["id"], f"{tag} a{i}"))["id"] for i in range(29)]
+        middle = (await trigger(api, workflow["id"], f"{tag} middle"))["id"]
+        last = [(await trigger(api, workflow["id"], f"{tag} b{i}"))["id"] for i in range(25)]
+        newest_first = list(reversed([oldest, *first, middle, *last]))
+
+        async def others_done() -> bool:
+            runs = (await api.get(f"/v1/workflows/{workflow['id']}/runs")).json()["data"]
+            return sum(r["status"] == "completed" for r in runs) == 49
+
+        await eventually(others_done, within=60)
+        # The oldest (still running) is 56th: left out; the middle one (running) is in.
+        assert await listed_ids(api, workflow["id"]) == newest_first[:50]
+        hold_middle.set()
+        await wait_for_status(api, middle, "completed")
+        # The middle run closed last of all; it keeps its place by creation time.
+        assert await listed_ids(api, workflow["id"]) == newest_first[:50]
+        hold_oldest.set()
+        await wait_for_status(api, oldest, "completed")
+        assert await listed_ids(api, workflow["id"]) == newest_first[:50]
+    finally:
+        hold_oldest.set()
+        hold_middle.set()
+
+
+async def test_early_stop_of_the_scan_keeps_the_answer_right(
+    api: httpx.AsyncClient, worker: Any, temporal: Client
+) -> None:
+    """With no clock-skew allowance the scan stops as early as it can; still exact."""
+    workflow = await create_workflow(api, crew("solo", model="loopllama-offline"))
+    triggered = [(await trigger(api, workflow["id"], f"run {i}"))["id"] for i in range(8)]
+    await eventually(lambda: all_finished(api, workflow["id"], 8), within=60)
+    for limit in (1, 3, 5, 8, 20):
+        runs = await newest_runs(temporal, workflow["id"], limit, skew=timedelta(0))
+        assert [r.id for r in runs] == list(reversed(triggered))[:limit]
