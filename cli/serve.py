@@ -19,7 +19,7 @@ from temporalio.client import Client
 from api.app import create_app
 from core.devserver import DevServer
 from core.settings import API_KEY_FILE, Secret, Settings
-from core.temporal import connect, ensure_namespace_ready
+from core.temporal import connect, ensure_namespace_ready, extend_retention
 from worker import build_worker
 
 log = logging.getLogger("loopllama")
@@ -123,7 +123,7 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
         )
-        await server.start()
+        await extend_retention(await server.start())
         address = server.address
         ui_url = server.ui_url
     else:

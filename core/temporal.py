@@ -10,9 +10,11 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.workflowservice.v1 import (
     DescribeNamespaceRequest,
     RegisterNamespaceRequest,
+    UpdateNamespaceRequest,
 )
 from temporalio.client import Client, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
@@ -60,6 +62,28 @@ async def connect(
         retry_config=retry,
         payload_limits=PayloadLimitsConfig(memo_warn_size=MEMO_WARN_BYTES),
     )
+
+
+async def extend_retention(client: Client, retention: timedelta = DEFAULT_RETENTION) -> bool:
+    """Raise the namespace's retention to `retention` if it is shorter.
+
+    The dev server creates `default` with one day, after which finished runs would vanish
+    from the API; `loopllama dev` keeps them for as long as a created namespace would.
+    """
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=client.namespace)
+    )
+    if described.config.workflow_execution_retention_ttl.ToTimedelta() >= retention:
+        return False
+    ttl = Duration()
+    ttl.FromTimedelta(retention)
+    await client.workflow_service.update_namespace(
+        UpdateNamespaceRequest(
+            namespace=client.namespace,
+            config=NamespaceConfig(workflow_execution_retention_ttl=ttl),
+        )
+    )
+    return True
 
 
 async def ensure_namespace_ready(client: Client) -> list[str]:
