@@ -7,15 +7,22 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import BadRequest, NotFound, Unavailable
+from api.errors import BadRequest, NotFound
 from api.services.temporal_reads import (
+    UPDATE_TIMEOUT,
     describe_or_none,
     is_running,
+    no_worker_applied,
     published,
     wait_until_listed,
 )
@@ -34,8 +41,6 @@ from workflows.definition import (
 
 T = TypeVar("T")
 
-# How long a change waits for a worker to apply it before answering 503.
-UPDATE_TIMEOUT_SECONDS = 10.0
 # Descriptions fetched at once when listing.
 LIST_CONCURRENCY = 16
 DEFINITION_TYPE = "CrewDefinition"
@@ -99,20 +104,23 @@ class Definitions:
         """Apply a partial edit; runs already started keep their snapshot."""
         handle = await self._live_handle(workflow_id)
         return await self._apply(workflow_id, handle.execute_update(
-            CrewDefinitionWorkflow.change, patch
+            CrewDefinitionWorkflow.change, patch, rpc_timeout=UPDATE_TIMEOUT
         ))
 
     async def set_status(self, workflow_id: str, status: WorkflowStatus) -> Workflow:
         """Pause or resume (idempotent)."""
         handle = await self._live_handle(workflow_id)
         return await self._apply(workflow_id, handle.execute_update(
-            CrewDefinitionWorkflow.set_status, StatusChange(status=status)
+            CrewDefinitionWorkflow.set_status, StatusChange(status=status),
+            rpc_timeout=UPDATE_TIMEOUT,
         ))
 
     async def delete(self, workflow_id: str) -> None:
         """End the definition; its runs stay readable."""
         handle = await self._live_handle(workflow_id)
-        await self._apply(workflow_id, handle.execute_update(CrewDefinitionWorkflow.delete))
+        await self._apply(workflow_id, handle.execute_update(
+            CrewDefinitionWorkflow.delete, rpc_timeout=UPDATE_TIMEOUT
+        ))
 
     async def _find(self, workflow_id: str) -> Workflow | None:
         if not looks_like(WORKFLOW_PREFIX, workflow_id):
@@ -135,7 +143,9 @@ class Definitions:
 
     async def _apply(self, workflow_id: str, update: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(update, UPDATE_TIMEOUT_SECONDS)
+            return await update
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise no_worker_applied(workflow_id) from None
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == INVALID:
@@ -147,9 +157,3 @@ class Definitions:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"No workflow with id {workflow_id!r}.") from None
             raise
-        except TimeoutError:
-            raise Unavailable(
-                f"No LoopLlama worker applied the change to {workflow_id!r} within "
-                f"{UPDATE_TIMEOUT_SECONDS:.0f}s. Start one with `loopllama worker` (or "
-                "`loopllama dev`); the change applies when a worker picks it up."
-            ) from None

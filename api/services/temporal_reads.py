@@ -1,12 +1,18 @@
-"""Reading what workflows publish: describe + memo, and waiting for visibility."""
+"""Talking to workflows: reading what they publish, waiting for visibility, updates."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import Unavailable
+
+# How long a change (a Temporal update) waits for a worker to apply it before 503.
+UPDATE_TIMEOUT = timedelta(seconds=10)
 
 # A newly started workflow shows up in list queries a few milliseconds later; creating
 # calls wait for that (at most this long) so a list right after a create includes it.
@@ -48,3 +54,13 @@ async def wait_until_listed(client: Client, workflow_id: str) -> None:
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def no_worker_applied(workflow_id: str) -> Unavailable:
+    """The 503 for an update no worker took within `UPDATE_TIMEOUT`."""
+    return Unavailable(
+        f"No LoopLlama worker answered for {workflow_id!r} within "
+        f"{UPDATE_TIMEOUT.total_seconds():.0f}s, so nothing is confirmed. Start one with "
+        "`loopllama worker` (or `loopllama dev`); a change already sent still applies "
+        "when a worker picks it up."
+    )
