@@ -11,6 +11,8 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -75,16 +77,36 @@ class Agent(_Strict):
 
     @field_validator("tools")
     @classmethod
-    def _known_tools(cls, value: list[str]) -> list[str]:
-        for tool in value:
-            if tool not in BUILTIN_TOOLS:
-                raise ValueError(
-                    f"unknown tool {tool!r}: available tools are {', '.join(BUILTIN_TOOLS)} "
-                    f"(agents get '{ASK_HUMAN_TOOL}' automatically when "
-                    "human_in_the_loop.allow_input_requests is true)"
-                )
+    def _unique_tools(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("tools must not repeat a name")
+        return value
+
+
+class CustomTool(_Strict):
+    """A tool the workflow declares: its input is POSTed as JSON to `url`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field(min_length=1, max_length=2000)
+    input_schema: dict[str, Any]
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in (*BUILTIN_TOOLS, ASK_HUMAN_TOOL):
+            raise ValueError(f"{value!r} is a built-in tool name; choose another name")
+        return value
+
+    @field_validator("input_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('input_schema must be a JSON schema with "type": "object"')
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as err:
+            raise ValueError(f"input_schema is not a valid JSON schema: {err.message}") from None
         return value
 
 
@@ -103,6 +125,7 @@ class WorkflowSpec(_Strict):
     description: str = Field(default="", max_length=2000)
     crew: list[Agent] = Field(min_length=1, max_length=MAX_AGENTS)
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+    tools: list[CustomTool] = Field(default_factory=list, max_length=32)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -110,6 +133,19 @@ class WorkflowSpec(_Strict):
         duplicates = sorted({r for r in roles if roles.count(r) > 1})
         if duplicates:
             raise ValueError(f"crew roles must be unique; repeated: {', '.join(duplicates)}")
+        custom = [tool.name for tool in self.tools]
+        if len(set(custom)) != len(custom):
+            raise ValueError("tools: each custom tool needs its own name")
+        known = (*BUILTIN_TOOLS, *custom)
+        for agent in self.crew:
+            for tool in agent.tools:
+                if tool not in known:
+                    raise ValueError(
+                        f"agent {agent.role!r} names unknown tool {tool!r}: available tools "
+                        f"are {', '.join(known)} (declare custom tools in the workflow's "
+                        f"'tools'; agents get '{ASK_HUMAN_TOOL}' automatically when "
+                        "human_in_the_loop.allow_input_requests is true)"
+                    )
         available = {tool for agent in self.crew for tool in agent.tools}
         missing = [
             t for t in self.human_in_the_loop.approval_required_tools if t not in available
@@ -130,6 +166,7 @@ class WorkflowPatch(_Strict):
     description: str | None = Field(default=None, max_length=2000)
     crew: list[Agent] | None = Field(default=None, min_length=1, max_length=MAX_AGENTS)
     human_in_the_loop: HumanInTheLoop | None = None
+    tools: list[CustomTool] | None = Field(default=None, max_length=32)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -138,7 +175,7 @@ class WorkflowPatch(_Strict):
             raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
         if not self.model_fields_set:
             raise ValueError(
-                "send at least one of: name, description, crew, human_in_the_loop"
+                "send at least one of: name, description, crew, human_in_the_loop, tools"
             )
         return self
 
@@ -178,7 +215,7 @@ class Workflow(WorkflowSpec):
     def _ordered(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         order = ["id", "name", "description", "status", "crew", "human_in_the_loop",
-                 "created_at", "updated_at"]
+                 "tools", "created_at", "updated_at"]
         return {key: data[key] for key in order if key in data}
 
 
@@ -262,6 +299,23 @@ class RespondRequest(_Strict):
     reason: str | None = Field(default=None, max_length=4000)
 
 
+def respond_problem(pending: Pending, answer: RespondRequest) -> str | None:
+    """Why `answer` does not fit what the run waits for (a 400), or None."""
+    if pending.kind == "input" and answer.action != "input":
+        return (
+            f"The run is waiting for an answer to a question; send action \"input\" with "
+            f"the answer in \"input\", not {answer.action!r}."
+        )
+    if pending.kind == "approval" and answer.action == "input":
+        return (
+            f"The run is waiting for approval of {pending.tool}; send action \"approve\" "
+            "or \"reject\" (with an optional \"reason\")."
+        )
+    if answer.action == "input" and not (answer.input or "").strip():
+        return 'Action "input" needs a non-empty "input" with the answer.'
+    return None
+
+
 class RunInput(BaseModel):
     """Everything a run workflow needs, fixed at trigger time."""
 
@@ -271,6 +325,39 @@ class RunInput(BaseModel):
     created_at: Timestamp
     crew: list[Agent]
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+    tools: list[CustomTool] = Field(default_factory=list)
+
+
+class RespondAccepted(BaseModel):
+    """What `respond` returns once the run has taken the answer."""
+
+    id: str
+    status: RunStatus
+
+
+# --- Tools ------------------------------------------------------------------------
+
+
+class ToolCall(BaseModel):
+    """One tool call an agent made, as a tool activity receives it."""
+
+    run_id: str
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    custom: CustomTool | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this call, different for every other call."""
+        return f"{self.run_id}:{self.tool_use_id}"
+
+
+class ToolResult(BaseModel):
+    """What goes back to the model as the tool_result."""
+
+    content: str
+    is_error: bool = False
 
 
 # --- Model calls ------------------------------------------------------------------

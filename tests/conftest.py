@@ -154,6 +154,9 @@ def worker_process_env(settings: Settings) -> dict[str, str]:
         TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
         ANTHROPIC_API_KEY=settings.anthropic_api_key.value if settings.anthropic_api_key else "",
         ANTHROPIC_BASE_URL=settings.anthropic_base_url or "",
+        LOOPLLAMA_SMTP_URL=settings.smtp_url.value if settings.smtp_url else "",
+        LOOPLLAMA_SMTP_FROM=settings.smtp_from,
+        LOOPLLAMA_HTTP_ALLOWLIST=",".join(settings.http_allowlist),
     )
     return env
 

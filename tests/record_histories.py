@@ -22,6 +22,7 @@ from core.settings import Secret, Settings
 from core.temporal import ensure_namespace_ready
 from tests.conftest import API_KEY, crew, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.smtp_server import FakeSmtp
 from tests.helpers import create_workflow, trigger, wait_for_status
 from worker import build_worker
 
@@ -66,17 +67,46 @@ async def offline_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     return str(run["id"])
 
 
+async def respond(api: httpx.AsyncClient, run_id: str, **body: str) -> None:
+    await wait_for_status(api, run_id, "waiting_input")
+    response = await api.post(f"/v1/runs/{run_id}/respond", json=body)
+    assert response.status_code == 202, response.text
+
+
+async def paused_run(api: httpx.AsyncClient, decision: dict[str, str]) -> str:
+    workflow = await create_workflow(
+        api, crew("mailer", model="loopllama-offline", tools=["send_email"]),
+        human_in_the_loop={"allow_input_requests": True,
+                           "approval_required_tools": ["send_email"]},
+    )
+    run = await trigger(api, workflow["id"], "Ask me about tone, then email bob@example.com.")
+    await respond(api, run["id"], action="input", input="Friendly.")
+    await respond(api, run["id"], **decision)
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+async def approved_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    return await paused_run(api, {"action": "approve"})
+
+
+async def rejected_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    return await paused_run(api, {"action": "reject", "reason": "Not to Bob."})
+
+
 SCENARIOS = [
     Scenario("run_completed", completed_run),
     Scenario("run_failed", failed_run),
     Scenario("run_offline_three_agents", offline_run),
+    Scenario("run_question_then_approval", approved_run),
+    Scenario("run_question_then_rejection", rejected_run),
 ]
 
 
 async def record(names: set[str] | None = None) -> None:
     """Run each scenario on a fresh dev server and write its history as JSON."""
     HISTORIES.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake:
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake, FakeSmtp() as smtp:
         server = DevServer(db_file=Path(tmp) / "t.db", log_file=Path(tmp) / "t.log",
                            port=free_port(), ui_port=None)
         client = await server.start()
@@ -85,7 +115,7 @@ async def record(names: set[str] | None = None) -> None:
             settings = Settings(
                 api_keys=(Secret(API_KEY),), temporal_address=server.address,
                 temporal_task_queue="record", anthropic_api_key=Secret("sk-test"),
-                anthropic_base_url=fake.url,
+                anthropic_base_url=fake.url, smtp_url=Secret(smtp.url),
             )
             app = create_app(settings, client)
             async with build_worker(client, settings), httpx.AsyncClient(

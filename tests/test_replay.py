@@ -28,7 +28,10 @@ def load(path: Path) -> WorkflowHistory:
 
 def test_there_are_histories_to_replay() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"run_completed", "run_failed"} <= names
+    assert {
+        "run_completed", "run_failed", "run_question_then_approval",
+        "run_question_then_rejection",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

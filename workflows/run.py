@@ -6,7 +6,9 @@ a `describe` (no replay, no worker needed) and always as current as the workflow
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -14,24 +16,37 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.anthropic_model import NOT_CONFIGURED, REJECTED, AnthropicModel
+    from activities.email_tool import EmailTool
+    from activities.http_tools import HttpTools
     from activities.offline_model import offline_messages
     from core.ids import STEP_PREFIX, id_from_uuid
     from core.prompts import build_step_input
     from core.temporal import SA_STATUS
     from core.timefmt import truncate_to_millis
+    from core.tools import approval_summary, input_problem, tool_definitions
     from core.types import (
+        ASK_HUMAN_TOOL,
         OFFLINE_MODEL,
         Agent,
         ModelRequest,
         ModelResponse,
+        Pending,
+        RespondAccepted,
+        RespondRequest,
         Run,
         RunInput,
         RunStatus,
         Step,
+        ToolCall,
+        ToolResult,
+        respond_problem,
     )
 
 MEMO_KEY = "run"
 FAILED_RUN = "RunFailed"
+# Why a respond was refused; the API maps them to 409 and 400.
+NOT_WAITING = "RunNotWaiting"
+WRONG_ANSWER = "AnswerDoesNotFit"
 
 MODEL_CALL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -45,6 +60,17 @@ MODEL_CALL_RETRY = RetryPolicy(
 MODEL_CALL_TIMEOUT = timedelta(minutes=10)
 MODEL_CALL_HEARTBEAT = timedelta(seconds=10)
 
+# Tool calls act on the world: a few retries for passing failures (with the same
+# idempotency key), then the failure goes back to the agent as the tool's result.
+TOOL_CALL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+TOOL_CALL_TIMEOUT = timedelta(minutes=2)
+TOOL_CALL_HEARTBEAT = timedelta(seconds=10)
+
 
 class StepFailed(Exception):
     """An agent's step could not finish; the message is for the user."""
@@ -56,6 +82,8 @@ class CrewRunWorkflow:
 
     @workflow.init
     def __init__(self, start: RunInput) -> None:
+        self._start = start
+        self._answer: RespondRequest | None = None
         self._run = Run(
             id=start.run_id,
             workflow_id=start.workflow_id,
@@ -104,18 +132,142 @@ class CrewRunWorkflow:
         """The run as it stands."""
         return self._run
 
+    @workflow.update
+    def respond(self, answer: RespondRequest) -> RespondAccepted:
+        """A person's answer to the pending question or approval; the run resumes."""
+        self._answer = answer
+        self._run.pending = None
+        self._set_status("running")
+        return RespondAccepted(id=self._run.id, status="running")
+
+    @respond.validator
+    def _validate_respond(self, answer: RespondRequest) -> None:
+        # Runs inside the workflow, one message at a time: of two answers sent at once,
+        # the second finds the run no longer waiting and is refused (409).
+        pending = self._run.pending
+        if self._run.status != "waiting_input" or pending is None or self._answer is not None:
+            raise ApplicationError(
+                f"run is {self._run.status}, not waiting_input", type=NOT_WAITING,
+                non_retryable=True,
+            )
+        problem = respond_problem(pending, answer)
+        if problem is not None:
+            raise ApplicationError(problem, type=WRONG_ANSWER, non_retryable=True)
+
     async def _run_agent(self, agent: Agent, step: Step) -> str:
-        messages: list[dict[str, object]] = [{"role": "user", "content": step.input}]
-        response = await self._call_model(agent, step, messages)
-        return response.text()
+        messages: list[dict[str, Any]] = [{"role": "user", "content": step.input}]
+        tools = tool_definitions(
+            agent, self._start.tools, self._start.human_in_the_loop.allow_input_requests
+        )
+        schemas = {tool["name"]: tool["input_schema"] for tool in tools}
+        for rounds in range(agent.max_tool_rounds + 1):
+            response = await self._call_model(agent, step, messages, tools)
+            uses = response.tool_uses()
+            if response.stop_reason != "tool_use" or not uses:
+                return response.text()
+            if rounds == agent.max_tool_rounds:
+                break
+            messages.append({"role": "assistant", "content": response.content})
+            results = []
+            for use in uses:
+                result = await self._use_tool(agent, use, schemas)
+                results.append(
+                    {"type": "tool_result", "tool_use_id": use["id"],
+                     "content": result.content, "is_error": result.is_error}
+                )
+            messages.append({"role": "user", "content": results})
+        raise StepFailed(
+            f"the agent asked for more than {agent.max_tool_rounds} rounds of tool calls "
+            "(max_tool_rounds); raise the limit or simplify the task"
+        )
+
+    async def _use_tool(
+        self, agent: Agent, use: dict[str, Any], schemas: dict[str, dict[str, Any]]
+    ) -> ToolResult:
+        name, tool_input = str(use.get("name")), use.get("input")
+        if name not in schemas:
+            return ToolResult(content=f"There is no tool named {name!r}.", is_error=True)
+        problem = input_problem(schemas[name], tool_input)
+        if problem is not None or not isinstance(tool_input, dict):
+            return ToolResult(
+                content=f"Invalid input for {name}: {problem}. Nothing was run; correct the "
+                "input and call the tool again.",
+                is_error=True,
+            )
+        if name == ASK_HUMAN_TOOL:
+            answer = await self._wait_for_human(
+                Pending(kind="input", prompt=str(tool_input["question"]))
+            )
+            return ToolResult(content=answer.input or "")
+        if name in self._start.human_in_the_loop.approval_required_tools:
+            decision = await self._wait_for_human(
+                Pending(kind="approval", prompt=approval_summary(name, tool_input), tool=name,
+                        tool_input=tool_input)
+            )
+            if decision.action == "reject":
+                reason = (decision.reason or "").strip() or "no reason given"
+                return ToolResult(
+                    content=f"The user declined this {name} call, so it was not run. "
+                    f"Reason: {reason}",
+                    is_error=True,
+                )
+        return await self._run_tool(agent, name, str(use["id"]), tool_input)
+
+    async def _wait_for_human(self, pending: Pending) -> RespondRequest:
+        self._answer = None
+        self._run.pending = pending
+        self._set_status("waiting_input")
+        seconds = self._start.human_in_the_loop.input_timeout_seconds
+        try:
+            await workflow.wait_condition(
+                lambda: self._answer is not None,
+                timeout=timedelta(seconds=seconds) if seconds else None,
+                timeout_summary="waiting for a human",
+            )
+        except builtins.TimeoutError:
+            self._run.pending = None
+            raise StepFailed(
+                f"timed out after {seconds}s waiting for a human to respond to: "
+                f"{pending.prompt}"
+            ) from None
+        answer, self._answer = self._answer, None
+        assert answer is not None
+        return answer
+
+    async def _run_tool(
+        self, agent: Agent, name: str, tool_use_id: str, tool_input: dict[str, Any]
+    ) -> ToolResult:
+        custom = next((t for t in self._start.tools if t.name == name), None)
+        call = ToolCall(run_id=self._run.id, tool_use_id=tool_use_id, name=name,
+                        input=tool_input, custom=custom)
+        activity: Any = {"send_email": EmailTool.send, "http_request": HttpTools.http_request}.get(
+            name, HttpTools.custom_tool
+        )
+        try:
+            return await workflow.execute_activity(
+                activity,
+                call,
+                start_to_close_timeout=TOOL_CALL_TIMEOUT,
+                heartbeat_timeout=TOOL_CALL_HEARTBEAT,
+                retry_policy=TOOL_CALL_RETRY,
+                summary=f"{agent.role} · {name}",
+                result_type=ToolResult,
+            )
+        except ActivityError as err:
+            return ToolResult(
+                content=f"The {name} tool failed: {_describe_activity_failure(err)}.",
+                is_error=True,
+            )
 
     async def _call_model(
-        self, agent: Agent, step: Step, messages: list[dict[str, object]]
+        self, agent: Agent, step: Step, messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
     ) -> ModelResponse:
         request = ModelRequest(
             model=agent.model,
             system=agent.instructions,
-            messages=messages,
+            messages=list(messages),
+            tools=tools,
             max_tokens=agent.max_tokens,
         )
         activity = offline_messages if agent.model == OFFLINE_MODEL else AnthropicModel.call

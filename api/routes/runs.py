@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import RunsDep
-from core.types import TriggerRequest
+from core.types import RespondRequest, TriggerRequest
 
 router = APIRouter(tags=["runs"])
 
@@ -28,3 +28,10 @@ async def list_runs(workflow_id: str, runs: RunsDep) -> JSONResponse:
 async def get_run(run_id: str, runs: RunsDep) -> JSONResponse:
     """One run with its ordered steps."""
     return JSONResponse({"data": (await runs.get(run_id)).detail()})
+
+
+@router.post("/runs/{run_id}/respond", status_code=202)
+async def respond_to_run(run_id: str, body: RespondRequest, runs: RunsDep) -> JSONResponse:
+    """Answer a paused run's question or approval; 202 and the run resumes."""
+    accepted = await runs.respond(run_id, body)
+    return JSONResponse({"data": accepted.model_dump(mode="json")}, status_code=202)

@@ -7,22 +7,15 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from temporalio.client import (
-    Client,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import BadRequest, NotFound
 from api.services.temporal_reads import (
     UPDATE_TIMEOUT,
+    apply_update,
     describe_or_none,
     is_running,
-    no_worker_applied,
     published,
     wait_until_listed,
 )
@@ -142,18 +135,8 @@ class Definitions:
         return self._client.get_workflow_handle_for(CrewDefinitionWorkflow.run, workflow_id)
 
     async def _apply(self, workflow_id: str, update: Awaitable[T]) -> T:
-        try:
-            return await update
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise no_worker_applied(workflow_id) from None
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == INVALID:
-                raise BadRequest(cause.message) from None
-            if isinstance(cause, ApplicationError) and cause.type == GONE:
-                raise NotFound(f"No workflow with id {workflow_id!r}.") from None
-            raise
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound(f"No workflow with id {workflow_id!r}.") from None
-            raise
+        gone = NotFound(f"No workflow with id {workflow_id!r}.")
+        return await apply_update(
+            workflow_id, update, refusals={INVALID: BadRequest, GONE: lambda _: gone},
+            closed=gone,
+        )

@@ -8,14 +8,27 @@ from datetime import UTC, datetime, timedelta
 from temporalio.client import Client, WorkflowExecution
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from api.errors import Conflict, NotFound
+from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
-from api.services.temporal_reads import describe_or_none, published, wait_until_listed
+from api.services.temporal_reads import (
+    UPDATE_TIMEOUT,
+    apply_update,
+    describe_or_none,
+    published,
+    wait_until_listed,
+)
 from core.ids import RUN_PREFIX, looks_like, new_id
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
-from core.types import Run, RunInput, TriggerRequest
-from workflows.run import MEMO_KEY, CrewRunWorkflow
+from core.types import (
+    RespondAccepted,
+    RespondRequest,
+    Run,
+    RunInput,
+    TriggerRequest,
+    respond_problem,
+)
+from workflows.run import MEMO_KEY, NOT_WAITING, WRONG_ANSWER, CrewRunWorkflow
 
 RUN_TYPE = "CrewRun"
 LIST_LIMIT = 50
@@ -53,6 +66,7 @@ class Runs:
                 created_at=now,
                 crew=definition.crew,
                 human_in_the_loop=definition.human_in_the_loop,
+                tools=definition.tools,
             ),
             id=run.id,
             task_queue=self._task_queue,
@@ -76,6 +90,29 @@ class Runs:
                 if data is not None:
                     return Run.model_validate(data)
         raise NotFound(f"No run with id {run_id!r}.")
+
+    async def respond(self, run_id: str, answer: RespondRequest) -> RespondAccepted:
+        """Answer a paused run; race-free because the run itself checks and applies it."""
+        run = await self.get(run_id)
+        not_waiting = Conflict(
+            f"Run {run_id!r} is {run.status}, not waiting_input: there is nothing to "
+            "respond to. GET the run to see its state."
+        )
+        if run.status != "waiting_input" or run.pending is None:
+            raise not_waiting
+        problem = respond_problem(run.pending, answer)
+        if problem is not None:
+            raise BadRequest(problem)
+        handle = self._client.get_workflow_handle_for(CrewRunWorkflow.run, run_id)
+        return await apply_update(
+            run_id,
+            handle.execute_update(CrewRunWorkflow.respond, answer, rpc_timeout=UPDATE_TIMEOUT),
+            refusals={
+                NOT_WAITING: lambda _: not_waiting,
+                WRONG_ANSWER: BadRequest,
+            },
+            closed=not_waiting,
+        )
 
     async def list(self, workflow_id: str) -> list[Run]:
         """The workflow's 50 most recently created runs, newest first."""

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import Unavailable
+from api.errors import ApiError, Unavailable
+
+T = TypeVar("T")
 
 # How long a change (a Temporal update) waits for a worker to apply it before 503.
 UPDATE_TIMEOUT = timedelta(seconds=10)
@@ -54,6 +64,33 @@ async def wait_until_listed(client: Client, workflow_id: str) -> None:
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def apply_update(
+    workflow_id: str,
+    update: Awaitable[T],
+    *,
+    refusals: Mapping[str, Callable[[str], ApiError]],
+    closed: ApiError,
+) -> T:
+    """Await an update, turning Temporal's outcomes into API errors.
+
+    `refusals` maps the error types a validator raises to the API error for them (given
+    the validator's message); `closed` is the answer when the execution has ended.
+    """
+    try:
+        return await update
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise no_worker_applied(workflow_id) from None
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and (cause.type or "") in refusals:
+            raise refusals[cause.type or ""](cause.message) from None
+        raise
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise closed from None
+        raise
 
 
 def no_worker_applied(workflow_id: str) -> Unavailable:
