@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Keep per-request noise out of the dev console.
+    # Keep per-request and per-connection noise out of the dev console.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     from cli import serve
 
     try:

@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from api.app import create_app
 from core.devserver import DevServer
+from core.outbox import Outbox
 from core.settings import API_KEY_FILE, Secret, Settings
 from core.temporal import connect, ensure_namespace_ready, extend_retention
 from worker import build_worker
@@ -114,6 +115,12 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
         settings = replace(settings, api_keys=(Secret(key),))
         key_note = f"{key}  ({'created' if created else 'kept'} in {data_dir / API_KEY_FILE})"
 
+    outbox: Outbox | None = None
+    if settings.smtp_url is None:
+        outbox = Outbox(data_dir / "outbox")
+        outbox.start()
+        settings = replace(settings, smtp_url=Secret(outbox.url))
+
     server: DevServer | None = None
     if settings.temporal_address is None:
         server = DevServer(
@@ -135,16 +142,20 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
         async with build_worker(client, settings):
             await _serve_api(
                 settings, host, port, stop,
-                on_started=lambda: _print_banner(host, port, address, ui_url, key_note, server),
+                on_started=lambda: _print_banner(
+                host, port, address, ui_url, key_note, server, outbox
+                ),
             )
     finally:
         if server is not None:
             await server.stop()
+        if outbox is not None:
+            outbox.stop()
     print("LoopLlama stopped.", flush=True)
 
 
 def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_note: str,
-                  server: DevServer | None) -> None:
+                  server: DevServer | None, outbox: Outbox | None) -> None:
     base = f"http://{host}:{port}"
     lines = [
         "LoopLlama is running.",
@@ -155,6 +166,8 @@ def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_no
     ]
     if ui_url:
         lines.append(f"  Temporal UI:  {ui_url}")
+    if outbox:
+        lines.append(f"  Outbox:       {outbox.folder}  (emails sent by send_email)")
     lines += [f"  API key:      {key_note}", "Press Ctrl-C to stop."]
     print("\n".join(lines), flush=True)
 
