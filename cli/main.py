@@ -6,7 +6,17 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
+from temporalio.service import RPCError
+
+from cli.replay import (
+    EMBEDDED_ADDRESS,
+    export_history,
+    fetch_history,
+    history_from_file,
+    replay,
+)
 from core.devserver import DevServerError
 from core.settings import Settings, SettingsError
 from core.temporal import TemporalSetupError
@@ -37,7 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
 
     commands.add_parser("worker", help="Run a worker against an existing Temporal server.")
+
+    replay = commands.add_parser(
+        "replay", help="Replay a run's Temporal history against the current workflow code."
+    )
+    replay.add_argument("run_id", nargs="?", metavar="RUN_ID",
+                        help="the run to fetch from Temporal (TEMPORAL_ADDRESS, default "
+                        f"{EMBEDDED_ADDRESS})")
+    replay.add_argument("--file", type=Path, help="replay an exported history JSON instead")
+    replay.add_argument("--export", type=Path, help="also write the history to this file")
     return parser
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    if args.run_id is None and args.file is None:
+        print("loopllama replay: give a RUN_ID or --file history.json", file=sys.stderr)
+        return EXIT_USAGE
+    if args.file is not None:
+        history = history_from_file(args.file, args.run_id)
+    else:
+        history = await fetch_history(settings, args.run_id)
+    if args.export:
+        export_history(history, args.export)
+    deterministic, line = await replay(history)
+    print(line)
+    return 0 if deterministic else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve.run_api(settings, host=args.host, port=args.port))
         elif args.command == "worker":
             asyncio.run(serve.run_worker(settings))
+        elif args.command == "replay":
+            return asyncio.run(_replay(settings, args))
+    except RPCError as err:
+        print(f"loopllama: Temporal answered: {err.message}", file=sys.stderr)
+        return 1
     except (SettingsError, DevServerError, TemporalSetupError) as err:
         print(f"loopllama: {err}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, SettingsError) else 1
