@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -120,7 +121,23 @@ async def ensure_namespace_ready(client: Client) -> list[str]:
                 ) from reg_err
         else:
             added.append(f"namespace {namespace}")
+        await _wait_until_usable(client)
     return await _ensure_search_attributes(client, added)
+
+
+async def _wait_until_usable(client: Client, within: float = 30.0) -> None:
+    # A new namespace reaches the frontend's cache a few seconds after it is registered;
+    # until then every call in it answers NOT_FOUND.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            await client.count_workflows()
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.5)
 
 
 async def _ensure_search_attributes(client: Client, added: list[str]) -> list[str]:
