@@ -314,3 +314,26 @@ async def test_runs_are_searchable_in_the_temporal_ui(
             payload = event.user_metadata.summary
             summaries.append(payload.data.decode())
     assert summaries == ['"planner · loopllama-offline"', '"writer · loopllama-offline"']
+
+
+async def test_a_long_crew_with_large_outputs_completes_and_reads_back(
+    api: httpx.AsyncClient, worker: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """20 agents x 30,000 characters: inputs would repeat outputs ~190 times (5.7 MB)."""
+    tag = unique_tag()
+    roles = [f"agent{i:02d}" for i in range(20)]
+    outputs = {role: f"{role} says " + "z" * 30_000 for role in roles}
+    for role in roles:
+        fake_anthropic.reply_text(outputs[role], tokens_in=1, tokens_out=1,
+                                  when=for_role(tag, role))
+    workflow = await create_workflow(api, crew(*roles, tag=tag))
+    run = await wait_for_status(api, (await trigger(api, workflow["id"], "go"))["id"],
+                                "completed", "failed", within=120)
+    assert run["status"] == "completed", run["error"]
+    assert [s["output"] for s in run["steps"]] == [outputs[r] for r in roles]
+    last = run["steps"][-1]["input"]
+    assert last.startswith("Original request:\ngo\n\nPrior agent output:\n--- agent00 ---\n")
+    assert all(f"--- {r} ---\n{outputs[r]}" in last for r in roles[:-1])
+    (last_call,) = fake_anthropic.requests_matching(for_role(tag, roles[-1]))
+    assert last_call.body is not None
+    assert last_call.body["messages"][0]["content"] == last

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.offline_model import offline_messages
     from core.ids import STEP_PREFIX, id_from_uuid
     from core.prompts import build_step_input
+    from core.run_memo import run_memo
     from core.temporal import SA_STATUS
     from core.timefmt import truncate_to_millis
     from core.tools import approval_summary, input_problem, tool_definitions
@@ -42,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         respond_problem,
     )
 
-MEMO_KEY = "run"
 FAILED_RUN = "RunFailed"
 # Why a respond was refused; the API maps them to 409 and 400.
 NOT_WAITING = "RunNotWaiting"
@@ -93,7 +93,11 @@ class CrewRunWorkflow:
 
     @workflow.run
     async def run(self, start: RunInput) -> Run:
-        """Execute every agent in order and return the finished run."""
+        """Execute every agent in order; return the finished run without its steps.
+
+        The steps live in the memo; returning them too would repeat every output once
+        per later step (in the step inputs) and could outgrow Temporal's payload limit.
+        """
         self._run.started_at = self._now()
         self._set_status("running")
         prior: list[tuple[str, str]] = []
@@ -108,24 +112,24 @@ class CrewRunWorkflow:
             )
             self._run.steps.append(step)
             self._run.total_steps = len(self._run.steps)
-            self._publish()
+            self._publish(step)
             try:
                 output = await self._run_agent(agent, step)
             except StepFailed as failure:
                 step.error = str(failure)
                 step.finished_at = self._now()
                 self._run.error = f"Step {order + 1} ({agent.role}) failed: {failure}"
-                self._finish("failed")
+                self._finish("failed", step)
                 raise ApplicationError(
                     self._run.error, type=FAILED_RUN, non_retryable=True
                 ) from None
             step.output = output
             step.finished_at = self._now()
-            self._publish()
+            self._publish(step)
             prior.append((agent.role, output))
         self._run.output = prior[-1][1] if prior else None
         self._finish("completed")
-        return self._run
+        return self._run.model_copy(update={"steps": []})
 
     @workflow.query
     def get(self) -> Run:
@@ -286,23 +290,23 @@ class CrewRunWorkflow:
         step.tokens_out += response.tokens_out
         self._run.tokens_in += response.tokens_in
         self._run.tokens_out += response.tokens_out
-        self._publish()
+        self._publish(step)
         return response
 
     def _now(self) -> datetime:
         return truncate_to_millis(workflow.now())
 
-    def _set_status(self, status: RunStatus) -> None:
+    def _set_status(self, status: RunStatus, *changed: Step) -> None:
         self._run.status = status
         workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
-        self._publish()
+        self._publish(*changed)
 
-    def _finish(self, status: RunStatus) -> None:
+    def _finish(self, status: RunStatus, *changed: Step) -> None:
         self._run.finished_at = self._now()
-        self._set_status(status)
+        self._set_status(status, *changed)
 
-    def _publish(self) -> None:
-        workflow.upsert_memo({MEMO_KEY: self._run.model_dump(mode="json")})
+    def _publish(self, *changed: Step) -> None:
+        workflow.upsert_memo(run_memo(self._run, changed))
 
 
 def _describe_activity_failure(err: ActivityError) -> str:

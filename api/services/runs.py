@@ -14,10 +14,10 @@ from api.services.temporal_reads import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,
-    published,
     wait_until_listed,
 )
 from core.ids import RUN_PREFIX, looks_like, new_id
+from core.run_memo import run_from_memo, run_memo
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
@@ -28,7 +28,7 @@ from core.types import (
     TriggerRequest,
     respond_problem,
 )
-from workflows.run import MEMO_KEY, NOT_WAITING, WRONG_ANSWER, CrewRunWorkflow
+from workflows.run import NOT_WAITING, WRONG_ANSWER, CrewRunWorkflow
 
 RUN_TYPE = "CrewRun"
 LIST_LIMIT = 50
@@ -70,7 +70,7 @@ class Runs:
             ),
             id=run.id,
             task_queue=self._task_queue,
-            memo={MEMO_KEY: run.model_dump(mode="json")},
+            memo=run_memo(run),
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(SA_WORKFLOW_ID, workflow_id),
                 SearchAttributePair(SA_STATUS, run.status),
@@ -86,9 +86,9 @@ class Runs:
         if looks_like(RUN_PREFIX, run_id):
             description = await describe_or_none(self._client, run_id)
             if description is not None and description.workflow_type == RUN_TYPE:
-                data = await published(description, MEMO_KEY)
-                if data is not None:
-                    return Run.model_validate(data)
+                run = run_from_memo(await description.memo())
+                if run is not None:
+                    return run
         raise NotFound(f"No run with id {run_id!r}.")
 
     async def respond(self, run_id: str, answer: RespondRequest) -> RespondAccepted:
@@ -156,5 +156,4 @@ async def newest_runs(
 
 async def _run_of(row: WorkflowExecution) -> Run | None:
     memo = await row.memo()
-    data = memo.get(MEMO_KEY)
-    return Run.model_validate(data) if isinstance(data, dict) else None
+    return run_from_memo(memo, with_steps=False)
