@@ -6,33 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Security
 from temporalio.client import Client
 
+from api.auth import BearerAuthMiddleware, bearer_scheme
 from api.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
-from api.deps import require_api_key
-from api.errors import NotFound, UnexpectedErrorMiddleware, install_error_handlers
+from api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from api.routes import health, runs, workflows
 from api.temporal_connection import TemporalConnection
 from core.settings import Settings
 
 log = logging.getLogger("loopllama.api")
-
-
-def _catch_all_router() -> APIRouter:
-    # Registered last under /v1 so unknown /v1 paths still demand a key (401) before
-    # answering 404: an unauthenticated caller learns nothing about which routes exist.
-    router = APIRouter()
-
-    @router.api_route(
-        "/{path:path}",
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        include_in_schema=False,
-    )
-    async def unknown_v1_route(request: Request, path: str) -> None:
-        raise NotFound(f"No route {request.method} {request.url.path}. See /docs for the API.")
-
-    return router
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -62,14 +46,15 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.temporal = connection
+    # The last added runs first: authenticate, then bound the body, then the app.
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BearerAuthMiddleware, keys=settings.api_keys)
     install_error_handlers(app)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Security(bearer_scheme)])
     v1.include_router(workflows.router)
     v1.include_router(runs.router)
-    v1.include_router(_catch_all_router())
     app.include_router(health.router)
     app.include_router(v1)
     return app

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from api.errors import TEMPORAL_UNREACHABLE, ApiError, Unavailable
+from api.errors import TEMPORAL_UNREACHABLE, Unavailable
 from api.services.definitions import Definitions
 from api.services.runs import Runs
 from api.temporal_connection import TemporalConnection
@@ -31,33 +30,6 @@ def get_client(request: Request) -> Client:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
-
-_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
-
-
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """Accept `Authorization: Bearer <key>` for any configured key, in constant time."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "Missing API key. Send it as 'Authorization: Bearer <key>'.",
-            headers=_UNAUTHORIZED,
-        )
-    presented = token.strip().encode()
-    # Compare against every key (no early exit) so timing reveals neither match nor index.
-    matched = False
-    for key in settings.api_keys:
-        matched |= hmac.compare_digest(presented, key.value.encode())
-    if not matched:
-        raise ApiError(
-            401,
-            "Invalid API key. Check LOOPLLAMA_API_KEY and send one of its keys as "
-            "'Authorization: Bearer <key>'.",
-            headers=_UNAUTHORIZED,
-        )
-
 
 def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
     """Crew definitions backed by this process's Temporal client."""

@@ -23,7 +23,9 @@ SEND_EMAIL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "to": {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
-        "subject": {"type": "string", "minLength": 1, "maxLength": 300},
+        # One line: a line break would forge extra headers (and mislead the approver).
+        "subject": {"type": "string", "minLength": 1, "maxLength": 300,
+                    "pattern": "^[^\\r\\n]*$"},
         "body": {"type": "string", "maxLength": 100_000},
     },
     "required": ["to", "subject", "body"],
