@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.bench_runs [--quick]`; see bench/README.md."""

@@ -1,0 +1,519 @@
+"""The I/O-free core shared by the sync and async clients.
+
+Everything the clients do is written once here as a *plan*: a generator that yields the
+operations it needs (`Send` an HTTP request, `Sleep`, `Ask` the user's callback) and is
+sent their results. Request building, retries, response parsing and the poll loop all
+live in plans. `LoopLlama` and `AsyncLoopLlama` only perform the three operations, with
+`httpx.Client`/`time.sleep` or `httpx.AsyncClient`/`asyncio.sleep`, and feed the
+results back through a `Cursor`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from loopllama.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ConflictError,
+    LoopLlamaError,
+    PollTimeoutError,
+    error_class_for,
+)
+from loopllama.types import (
+    Agent,
+    Decision,
+    HumanInTheLoop,
+    RespondResult,
+    Run,
+    Workflow,
+    WorkflowDeleted,
+)
+
+__version__ = "0.1.0"
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+API_KEY_ENV = "LOOPLLAMA_API_KEY"
+BASE_URL_ENV = "LOOPLLAMA_BASE_URL"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 2
+
+# Retries: only where the server did nothing (429, 503) or no answer came back.
+RETRYABLE_STATUSES = frozenset({429, 503})
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 8.0
+MAX_RETRY_AFTER = 60.0
+# Connection failures that prove the request never reached the server.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+# The reference asks clients to poll every 1-2 s.
+DEFAULT_POLL_INTERVAL = 1.5
+MAX_POLL_INTERVAL = 2.0
+
+
+# --- Configuration ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What every request needs: key, base URL, timeout and retry budget."""
+
+    api_key: str = field(repr=False)
+    base_url: str
+    timeout: float
+    max_retries: int
+
+    @classmethod
+    def resolve(
+        cls,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float,
+        max_retries: int,
+        environ: Mapping[str, str] | None = None,
+    ) -> ClientConfig:
+        """Fill unset values from the environment and check them."""
+        env = os.environ if environ is None else environ
+        key = api_key if api_key is not None else env.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise LoopLlamaError(
+                f"No API key: pass api_key=... or set {API_KEY_ENV} (`loopllama dev` prints "
+                "the key to use and keeps it in .loopllama/api-key)."
+            )
+        url = base_url or env.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
+        if not url.startswith(("http://", "https://")):
+            raise LoopLlamaError(
+                f"base_url must start with http:// or https://, got {url!r}."
+            )
+        url = url.rstrip("/")
+        # `loopllama dev` prints the API URL with /v1; accept it as well as the root.
+        if url.endswith("/v1"):
+            url = url[: -len("/v1")]
+        if timeout <= 0:
+            raise LoopLlamaError(f"timeout must be positive, got {timeout!r}.")
+        if max_retries < 0:
+            raise LoopLlamaError(f"max_retries must be 0 or more, got {max_retries!r}.")
+        return cls(api_key=key, base_url=url, timeout=float(timeout), max_retries=max_retries)
+
+
+# --- Endpoints --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[T]):
+    """One API call: method, path, JSON body, and how to read the answer's `data`.
+
+    `replayable` says whether the request may be sent again after a connection broke
+    mid-request (the server may or may not have acted). It is False for calls that would
+    act twice: creating a workflow, triggering a run, responding to a run.
+    """
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    body: Mapping[str, Any] | None = None
+    replayable: bool = True
+
+
+def _seg(value: str) -> str:
+    """An id as one URL path segment (no `/` or `..` can escape it)."""
+    if not isinstance(value, str) or not value:
+        raise LoopLlamaError(f"ids must be non-empty strings, got {value!r}.")
+    return quote(value, safe="")
+
+
+_LIST: pydantic.TypeAdapter[list[Any]] = pydantic.TypeAdapter(list[Any])
+
+
+def _one(model: type[M]) -> Callable[[Any], M]:
+    return model.model_validate
+
+
+def _many(model: type[M]) -> Callable[[Any], list[M]]:
+    def parse(data: Any) -> list[M]:
+        return [model.model_validate(item) for item in _LIST.validate_python(data)]
+
+    return parse
+
+
+def _agent_json(agent: Agent | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(agent, Agent):
+        return agent.model_dump(mode="json", exclude_unset=True)
+    return dict(agent)
+
+
+def _hitl_json(value: HumanInTheLoop | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(value, HumanInTheLoop):
+        return value.model_dump(mode="json", exclude_unset=True)
+    return dict(value)
+
+
+def workflow_fields(
+    name: str | None = None,
+    description: str | None = None,
+    crew: Sequence[Agent | Mapping[str, Any]] | None = None,
+    human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON fields of a workflow body; None means "not given"."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if description is not None:
+        body["description"] = description
+    if crew is not None:
+        body["crew"] = [_agent_json(agent) for agent in crew]
+    if human_in_the_loop is not None:
+        body["human_in_the_loop"] = _hitl_json(human_in_the_loop)
+    return body
+
+
+def create_workflow(body: Mapping[str, Any]) -> Endpoint[Workflow]:
+    """POST /v1/workflows."""
+    return Endpoint("POST", "/v1/workflows", _one(Workflow), body, replayable=False)
+
+
+def list_workflows() -> Endpoint[list[Workflow]]:
+    """GET /v1/workflows."""
+    return Endpoint("GET", "/v1/workflows", _many(Workflow))
+
+
+def get_workflow(workflow_id: str) -> Endpoint[Workflow]:
+    """GET /v1/workflows/{id}."""
+    return Endpoint("GET", f"/v1/workflows/{_seg(workflow_id)}", _one(Workflow))
+
+
+def update_workflow(workflow_id: str, body: Mapping[str, Any]) -> Endpoint[Workflow]:
+    """PATCH /v1/workflows/{id} (setting the same fields twice is harmless)."""
+    if not body:
+        raise LoopLlamaError(
+            "update() needs at least one of: name, description, crew, human_in_the_loop."
+        )
+    return Endpoint("PATCH", f"/v1/workflows/{_seg(workflow_id)}", _one(Workflow), body)
+
+
+def delete_workflow(workflow_id: str) -> Endpoint[WorkflowDeleted]:
+    """DELETE /v1/workflows/{id}."""
+    return Endpoint("DELETE", f"/v1/workflows/{_seg(workflow_id)}", _one(WorkflowDeleted))
+
+
+def set_workflow_status(workflow_id: str, verb: str) -> Endpoint[Workflow]:
+    """POST /v1/workflows/{id}/pause or /resume."""
+    return Endpoint("POST", f"/v1/workflows/{_seg(workflow_id)}/{verb}", _one(Workflow))
+
+
+def trigger_run(workflow_id: str, text: str) -> Endpoint[Run]:
+    """POST /v1/workflows/{id}/runs."""
+    return Endpoint(
+        "POST", f"/v1/workflows/{_seg(workflow_id)}/runs", _one(Run), {"input": text},
+        replayable=False,
+    )
+
+
+def list_runs(workflow_id: str) -> Endpoint[list[Run]]:
+    """GET /v1/workflows/{id}/runs."""
+    return Endpoint("GET", f"/v1/workflows/{_seg(workflow_id)}/runs", _many(Run))
+
+
+def get_run(run_id: str) -> Endpoint[Run]:
+    """GET /v1/runs/{id}."""
+    return Endpoint("GET", f"/v1/runs/{_seg(run_id)}", _one(Run))
+
+
+def respond_to_run(
+    run_id: str, action: str, input: str | None = None, reason: str | None = None
+) -> Endpoint[RespondResult]:
+    """POST /v1/runs/{id}/respond."""
+    body: dict[str, Any] = {"action": action}
+    if input is not None:
+        body["input"] = input
+    if reason is not None:
+        body["reason"] = reason
+    return Endpoint(
+        "POST", f"/v1/runs/{_seg(run_id)}/respond", _one(RespondResult), body,
+        replayable=False,
+    )
+
+
+def run_id_of(run: str | Run) -> str:
+    """Accept a run or its id wherever a run id is expected."""
+    return run.id if isinstance(run, Run) else run
+
+
+# --- Requests and answers ---------------------------------------------------------
+
+
+def build_request(config: ClientConfig, endpoint: Endpoint[Any]) -> httpx.Request:
+    """The HTTP request for `endpoint`, authenticated, with the client's timeout."""
+    headers = {
+        "Authorization": f"Bearer {config.api_key}",
+        "Accept": "application/json",
+        "User-Agent": f"loopllama-python/{__version__}",
+    }
+    return httpx.Request(
+        endpoint.method,
+        config.base_url + endpoint.path,
+        headers=headers,
+        json=endpoint.body,
+        extensions={"timeout": httpx.Timeout(config.timeout).as_dict()},
+    )
+
+
+def status_error(response: httpx.Response) -> APIStatusError:
+    """The typed error for an error answer, carrying the server's type and message."""
+    body: Any
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    error = body.get("error") if isinstance(body, dict) else None
+    error_type = "api_error"
+    message = ""
+    if isinstance(error, dict):
+        error_type = str(error.get("type") or error_type)
+        message = str(error.get("message") or "")
+    if not message:
+        text = response.text.strip()
+        message = text[:500] if text else response.reason_phrase or "Request failed."
+    cls = error_class_for(response.status_code)
+    return cls(response.status_code, error_type, message, body)
+
+
+def parse_response(response: httpx.Response, endpoint: Endpoint[T]) -> T:
+    """The typed `data` of a success answer; raise the typed error of any other."""
+    if not response.is_success:
+        raise status_error(response)
+    try:
+        payload = response.json()
+    except ValueError as err:
+        raise APIResponseValidationError(
+            f"{endpoint.method} {endpoint.path} answered {response.status_code} "
+            "with a body that is not JSON.",
+            response.text,
+        ) from err
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise APIResponseValidationError(
+            f"{endpoint.method} {endpoint.path} answered without the 'data' envelope.",
+            payload,
+        )
+    try:
+        return endpoint.parse(payload["data"])
+    except pydantic.ValidationError as err:
+        raise APIResponseValidationError(
+            f"{endpoint.method} {endpoint.path} answered with an object this SDK cannot "
+            f"read: {err}",
+            payload,
+        ) from err
+
+
+def backoff(retry: int) -> float:
+    """Seconds before retry number `retry` (0-based): 0.5, 1, 2, ... with ±25% jitter."""
+    return min(MAX_BACKOFF, INITIAL_BACKOFF * 2**retry) * random.uniform(0.75, 1.25)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The server's `Retry-After` (seconds or HTTP date), capped; None when absent."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def connection_error(err: httpx.TransportError) -> APIConnectionError:
+    """The SDK error for a request that got no answer."""
+    if isinstance(err, httpx.TimeoutException):
+        return APITimeoutError(f"The LoopLlama API did not answer in time ({err!r}).")
+    return APIConnectionError(f"Could not reach the LoopLlama API ({err!r}).")
+
+
+# --- Plans ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Operation: send `request`; the result is the `httpx.Response` (body read)."""
+
+    request: httpx.Request
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Operation: wait `seconds`; the result is None."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Operation: call the user's callback with `run`; the result is its (awaited) value."""
+
+    callback: Callable[[Run], Any]
+    run: Run
+
+
+Op = Send | Sleep | Ask
+Plan = Generator[Op, Any, T]
+
+
+def request_plan(config: ClientConfig, endpoint: Endpoint[T]) -> Plan[T]:
+    """Send `endpoint`'s request, retrying what is safe to retry, and parse the answer.
+
+    Retried, up to `config.max_retries` times with backoff (or the server's
+    `Retry-After`): 429 and 503 answers for every call (the API uses them for "not
+    carried out, try again"), and failed connections: for every call when the request
+    never left (connect error or connect timeout), otherwise only for
+    `endpoint.replayable` calls. No other status is retried.
+    """
+    retries = 0
+    while True:
+        try:
+            response: httpx.Response = yield Send(build_request(config, endpoint))
+        except httpx.TransportError as err:
+            may_resend = endpoint.replayable or isinstance(err, _NEVER_SENT)
+            if not may_resend or retries >= config.max_retries:
+                raise connection_error(err) from err
+            yield Sleep(backoff(retries))
+            retries += 1
+            continue
+        if response.status_code in RETRYABLE_STATUSES and retries < config.max_retries:
+            delay = retry_after(response)
+            yield Sleep(backoff(retries) if delay is None else delay)
+            retries += 1
+            continue
+        return parse_response(response, endpoint)
+
+
+OnWaitingInput = Callable[[Run], Any]
+
+
+def poll_interval(interval: float) -> float:
+    """The interval poll() uses: at most 2 s; below 1 s only because you asked."""
+    if interval <= 0:
+        raise LoopLlamaError(f"interval must be positive, got {interval!r}.")
+    return min(float(interval), MAX_POLL_INTERVAL)
+
+
+def _pause_key(run: Run) -> tuple[Any, ...]:
+    # Identifies one pause: a new pause always follows another model call, which moves
+    # the token counts, so an identical key means "the pause we already answered".
+    pending = run.pending.model_dump_json() if run.pending is not None else None
+    return (pending, run.total_steps, run.tokens_in, run.tokens_out)
+
+
+def _reply_endpoint(run: Run, reply: Any) -> Endpoint[RespondResult]:
+    if isinstance(reply, str):
+        return respond_to_run(run.id, "input", input=reply)
+    if isinstance(reply, Decision):
+        return respond_to_run(run.id, reply.action, input=reply.input, reason=reply.reason)
+    raise TypeError(
+        "on_waiting_input must return the answer text (str), loopllama.approve(), "
+        f"loopllama.reject(reason), or None to answer later; got {type(reply).__name__}."
+    )
+
+
+def poll_plan(
+    config: ClientConfig,
+    run_id: str,
+    interval: float = DEFAULT_POLL_INTERVAL,
+    timeout: float | None = None,
+    on_waiting_input: OnWaitingInput | None = None,
+) -> Plan[Run]:
+    """GET the run every `interval` seconds until it is completed or failed.
+
+    On `waiting_input`: without a callback, return the paused run; with one, call it and
+    send its reply with respond (None: reply later, keep polling), then keep polling. A
+    409 from respond means someone else answered first (or the run moved on): polling
+    goes on. `PollTimeoutError` once `timeout` seconds have passed.
+    """
+    every = poll_interval(interval)
+    if timeout is not None and timeout < 0:
+        raise LoopLlamaError(f"timeout must be 0 or more, got {timeout!r}.")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    answered: tuple[Any, ...] | None = None
+    while True:
+        run = yield from request_plan(config, get_run(run_id))
+        if run.is_terminal:
+            return run
+        if run.is_waiting:
+            if on_waiting_input is None:
+                return run
+            key = _pause_key(run)
+            if key != answered:
+                reply = yield Ask(on_waiting_input, run)
+                if reply is not None:
+                    try:
+                        yield from request_plan(config, _reply_endpoint(run, reply))
+                    except ConflictError:
+                        pass  # answered by someone else, or no longer paused
+                    answered = key
+                    continue
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            assert timeout is not None
+            raise PollTimeoutError(run, timeout)
+        yield Sleep(every if deadline is None else min(every, deadline - now))
+
+
+def trigger_and_poll_plan(
+    config: ClientConfig,
+    workflow_id: str,
+    text: str,
+    interval: float = DEFAULT_POLL_INTERVAL,
+    timeout: float | None = None,
+    on_waiting_input: OnWaitingInput | None = None,
+) -> Plan[Run]:
+    """Trigger a run, then poll it (see `poll_plan`)."""
+    poll_interval(interval)  # refuse a bad interval before anything is triggered
+    run = yield from request_plan(config, trigger_run(workflow_id, text))
+    return (yield from poll_plan(config, run.id, interval, timeout, on_waiting_input))
+
+
+class Cursor(Generic[T]):
+    """Steps a plan: `op` is what to do next; `resolve`/`fail` hand back the outcome."""
+
+    def __init__(self, plan: Plan[T]) -> None:
+        self._plan = plan
+        self.done = False
+        self.result: T
+        self.op: Op
+        self._advance(lambda: next(plan))
+
+    def resolve(self, value: Any) -> None:
+        """The current operation succeeded with `value`."""
+        self._advance(lambda: self._plan.send(value))
+
+    def fail(self, error: BaseException) -> None:
+        """The current operation raised `error`; the plan may handle it or re-raise."""
+        self._advance(lambda: self._plan.throw(error))
+
+    def _advance(self, step: Callable[[], Op]) -> None:
+        try:
+            self.op = step()
+        except StopIteration as stop:
+            self.done = True
+            self.result = stop.value

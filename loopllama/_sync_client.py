@@ -1,0 +1,273 @@
+"""`LoopLlama`, the synchronous client: performs the core's plans with `httpx.Client`."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from loopllama import _core
+from loopllama._core import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    Ask,
+    ClientConfig,
+    Cursor,
+    Endpoint,
+    Op,
+    Plan,
+    Send,
+)
+from loopllama.errors import LoopLlamaError
+from loopllama.types import (
+    Agent,
+    Decision,
+    HumanInTheLoop,
+    RespondResult,
+    Run,
+    Workflow,
+    WorkflowDeleted,
+)
+
+T = TypeVar("T")
+
+#: A sync `on_waiting_input` callback: the answer text, a `Decision`, or None (not now).
+WaitingInputHandler = Callable[[Run], "str | Decision | None"]
+
+
+class LoopLlama:
+    """Synchronous client of the LoopLlama `/v1` API.
+
+    `api_key` and `base_url` default to `LOOPLLAMA_API_KEY` and `LOOPLLAMA_BASE_URL`
+    (else ``http://127.0.0.1:8000``; a trailing ``/v1`` is accepted). `timeout` applies
+    to each HTTP request. `max_retries` bounds the automatic retries of 429/503 answers
+    and failed connections (see `_core.request_plan` for exactly which). Pass
+    `http_client` (an `httpx.Client` you own and close) or `transport` (e.g. an
+    `httpx.MockTransport` or `httpx.WSGITransport`) to control the HTTP layer.
+
+    Use as a context manager, or call `close()`, to release the connection pool.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if http_client is not None and transport is not None:
+            raise LoopLlamaError("Pass http_client or transport, not both.")
+        self._config = ClientConfig.resolve(api_key, base_url, timeout, max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(transport=transport, timeout=timeout)
+        self.workflows = Workflows(self)
+        self.runs = Runs(self)
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to (without ``/v1``)."""
+        return self._config.base_url
+
+    def __repr__(self) -> str:
+        return f"LoopLlama(base_url={self._config.base_url!r})"
+
+    def close(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> LoopLlama:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _perform(self, op: Op) -> Any:
+        if isinstance(op, Send):
+            return self._http.send(op.request)
+        if isinstance(op, Ask):
+            reply = op.callback(op.run)
+            if inspect.isawaitable(reply):
+                if inspect.iscoroutine(reply):
+                    reply.close()
+                raise TypeError(
+                    "on_waiting_input returned an awaitable; use AsyncLoopLlama for async "
+                    "callbacks."
+                )
+            return reply
+        time.sleep(op.seconds)
+        return None
+
+    def _execute(self, plan: Plan[T]) -> T:
+        cursor = Cursor(plan)
+        while not cursor.done:
+            try:
+                value = self._perform(cursor.op)
+            except Exception as err:  # handed to the plan, which handles or re-raises it
+                cursor.fail(err)
+            else:
+                cursor.resolve(value)
+        return cursor.result
+
+    def _request(self, endpoint: Endpoint[T]) -> T:
+        return self._execute(_core.request_plan(self._config, endpoint))
+
+
+class Workflows:
+    """`client.workflows`: crew definitions."""
+
+    def __init__(self, client: LoopLlama) -> None:
+        self._client = client
+
+    def create(
+        self,
+        spec: Mapping[str, Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        crew: Sequence[Agent | Mapping[str, Any]] | None = None,
+        description: str | None = None,
+        human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+    ) -> Workflow:
+        """Create a workflow from keywords, or from a dict body (keywords override it)."""
+        body = {**(spec or {}), **_core.workflow_fields(name, description, crew,
+                                                         human_in_the_loop)}
+        return self._client._request(_core.create_workflow(body))
+
+    def list(self) -> list[Workflow]:
+        """Every workflow, newest first."""
+        return self._client._request(_core.list_workflows())
+
+    def get(self, workflow_id: str) -> Workflow:
+        """One workflow; `NotFoundError` if there is none with that id."""
+        return self._client._request(_core.get_workflow(workflow_id))
+
+    def update(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        crew: Sequence[Agent | Mapping[str, Any]] | None = None,
+        human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Workflow:
+        """Change the given fields (others stay); extra keywords are sent as they are."""
+        body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop)}
+        return self._client._request(_core.update_workflow(workflow_id, body))
+
+    def delete(self, workflow_id: str) -> WorkflowDeleted:
+        """Delete a workflow; its runs stay readable."""
+        return self._client._request(_core.delete_workflow(workflow_id))
+
+    def pause(self, workflow_id: str) -> Workflow:
+        """Refuse new runs (`ConflictError` on trigger) until resumed."""
+        return self._client._request(_core.set_workflow_status(workflow_id, "pause"))
+
+    def resume(self, workflow_id: str) -> Workflow:
+        """Accept new runs again."""
+        return self._client._request(_core.set_workflow_status(workflow_id, "resume"))
+
+
+class Runs:
+    """`client.runs`: trigger, read, answer and wait for runs."""
+
+    def __init__(self, client: LoopLlama) -> None:
+        self._client = client
+
+    def trigger(self, workflow_id: str, input: str) -> Run:
+        """Queue a run of the workflow on `input`; returns it in ``queued``.
+
+        Never resent after a connection broke mid-request (that could start two runs).
+        """
+        return self._client._request(_core.trigger_run(workflow_id, input))
+
+    def list(self, workflow_id: str) -> list[Run]:
+        """The workflow's 50 most recent runs, newest first, without steps."""
+        return self._client._request(_core.list_runs(workflow_id))
+
+    def get(self, run: str | Run) -> Run:
+        """One run, steps included."""
+        return self._client._request(_core.get_run(_core.run_id_of(run)))
+
+    def respond(
+        self,
+        run: str | Run,
+        action: str,
+        input: str | None = None,
+        reason: str | None = None,
+    ) -> RespondResult:
+        """Answer a paused run: action ``"input"`` (with `input`), ``"approve"`` or
+        ``"reject"`` (optional `reason`). `ConflictError` if the run is not paused,
+        `BadRequestError` if the action does not match `pending.kind`."""
+        return self._client._request(
+            _core.respond_to_run(_core.run_id_of(run), action, input, reason)
+        )
+
+    def answer(self, run: str | Run, text: str) -> RespondResult:
+        """Answer a paused run's question (pending kind ``"input"``)."""
+        return self.respond(run, "input", input=text)
+
+    def approve(self, run: str | Run) -> RespondResult:
+        """Approve a paused run's pending action (pending kind ``"approval"``)."""
+        return self.respond(run, "approve")
+
+    def reject(self, run: str | Run, reason: str | None = None) -> RespondResult:
+        """Decline a paused run's pending action; `reason` goes back to the agent."""
+        return self.respond(run, "reject", reason=reason)
+
+    def poll(
+        self,
+        run: str | Run,
+        *,
+        interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | None = None,
+        on_waiting_input: WaitingInputHandler | None = None,
+    ) -> Run:
+        """Wait for the run to complete or fail, answering pauses with a callback.
+
+        GETs the run every `interval` seconds (at most 2 s, as the reference advises;
+        values below 1 s are allowed for tests and local use). When the run is
+        ``waiting_input``: without `on_waiting_input`, returns the paused run; with it,
+        calls ``on_waiting_input(run)`` and sends what it returns — the answer text for
+        kind ``"input"``, `loopllama.approve()` / `loopllama.reject(reason)` for kind
+        ``"approval"`` — or, for None, answers nothing now and asks again on the next
+        poll. A run may pause many times. A 409 from respond (someone else answered
+        first) is not an error. Raises `PollTimeoutError` (with the last run) once
+        `timeout` seconds have passed, callback time included; None waits forever.
+        """
+        return self._client._execute(
+            _core.poll_plan(
+                self._client._config, _core.run_id_of(run), interval, timeout,
+                on_waiting_input,
+            )
+        )
+
+    def trigger_and_poll(
+        self,
+        workflow_id: str,
+        input: str,
+        *,
+        interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | None = None,
+        on_waiting_input: WaitingInputHandler | None = None,
+    ) -> Run:
+        """`trigger()` then `poll()` the new run with the same keywords."""
+        return self._client._execute(
+            _core.trigger_and_poll_plan(
+                self._client._config, workflow_id, input, interval, timeout, on_waiting_input
+            )
+        )

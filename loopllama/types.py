@@ -1,0 +1,200 @@
+"""Typed objects the SDK returns and accepts.
+
+Response models ignore fields they do not know (``extra="ignore"``), and statuses and
+kinds are plain strings rather than closed enums, so a newer server that adds a field or
+a status does not break an older SDK. Timestamps (``2026-05-20T17:10:00.000Z``) become
+timezone-aware `datetime` objects in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "RUN_STATUSES",
+    "TERMINAL_STATUSES",
+    "Agent",
+    "Decision",
+    "HumanInTheLoop",
+    "Pending",
+    "RespondResult",
+    "Run",
+    "Step",
+    "Workflow",
+    "WorkflowDeleted",
+    "approve",
+    "reject",
+]
+
+#: Every run status the API documents, in lifecycle order.
+RUN_STATUSES = ("queued", "running", "waiting_input", "completed", "failed")
+#: Statuses after which a run never changes again.
+TERMINAL_STATUSES = ("completed", "failed")
+
+
+class _Model(BaseModel):
+    """Tolerant of unknown fields, so newer servers don't break older SDKs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- Workflows --------------------------------------------------------------------
+
+
+class Agent(_Model):
+    """One member of a crew.
+
+    Build one to pass to `workflows.create(crew=[...])`; only the fields you set are
+    sent, so the server's defaults apply to the rest.
+    """
+
+    role: str
+    model: str
+    instructions: str = ""
+    tools: list[str] = Field(default_factory=list)
+    max_tokens: int = 1024
+    max_tool_rounds: int = 10
+
+
+class HumanInTheLoop(_Model):
+    """How a crew's runs may pause for a person.
+
+    `allow_input_requests` lets agents ask the human a question; tools named in
+    `approval_required_tools` wait for a human's go-ahead before they run;
+    `input_timeout_seconds` is how long a run waits for a human before it fails
+    (None: forever).
+    """
+
+    allow_input_requests: bool = False
+    approval_required_tools: list[str] = Field(default_factory=list)
+    input_timeout_seconds: int | None = None
+
+
+class Workflow(_Model):
+    """A named crew plus its human-in-the-loop settings.
+
+    `status` is ``"active"`` or ``"paused"`` (a paused workflow refuses new runs).
+    """
+
+    id: str
+    name: str
+    description: str = ""
+    status: str = "active"
+    crew: list[Agent] = Field(default_factory=list)
+    human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether the workflow refuses new runs until resumed."""
+        return self.status == "paused"
+
+
+class WorkflowDeleted(_Model):
+    """The answer to `workflows.delete()`; the workflow's runs stay readable."""
+
+    id: str
+    deleted: bool
+
+
+# --- Runs -------------------------------------------------------------------------
+
+
+class Pending(_Model):
+    """What a paused run waits for.
+
+    `kind` is ``"input"`` (answer `prompt`, a question) or ``"approval"`` (approve or
+    reject running `tool` with `tool_input`; `prompt` summarises the action).
+    """
+
+    kind: str
+    prompt: str = ""
+    tool: str | None = None
+    tool_input: dict[str, Any] | None = None
+
+
+class Step(_Model):
+    """One agent's turn in a run."""
+
+    id: str
+    order: int
+    role: str
+    model: str = ""
+    input: str = ""
+    output: str | None = None
+    error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Run(_Model):
+    """One execution of a workflow against one input.
+
+    `status` is one of `RUN_STATUSES`. `steps` is filled only by `runs.get()` (and so by
+    `runs.poll()`); list and trigger answers leave it empty.
+    """
+
+    id: str
+    workflow_id: str
+    status: str
+    input: str = ""
+    output: str | None = None
+    error: str | None = None
+    total_steps: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    created_at: datetime
+    pending: Pending | None = None
+    steps: list[Step] = Field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed or failed: the run will not change again."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_waiting(self) -> bool:
+        """Paused for a human (`pending` says for what); answer with `runs.respond()`."""
+        return self.status == "waiting_input"
+
+
+class RespondResult(_Model):
+    """The 202 answer to `runs.respond()`: the run's id and its status after resuming."""
+
+    id: str
+    status: str
+
+
+# --- Human-in-the-loop decisions ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reply to a paused run, as returned by an `on_waiting_input` callback.
+
+    Use `approve()` and `reject()` to make one; a callback answers a question by
+    returning the answer text itself.
+    """
+
+    action: Literal["input", "approve", "reject"]
+    input: str | None = None
+    reason: str | None = None
+
+
+def approve() -> Decision:
+    """Approve the pending action (for a pause of kind ``"approval"``)."""
+    return Decision(action="approve")
+
+
+def reject(reason: str | None = None) -> Decision:
+    """Decline the pending action; `reason` is passed back to the agent."""
+    return Decision(action="reject", reason=reason)
