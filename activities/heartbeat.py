@@ -17,9 +17,11 @@ async def heartbeating(every: float = HEARTBEAT_EVERY_SECONDS) -> AsyncIterator[
     """Send a heartbeat every `every` seconds for as long as the block runs."""
 
     async def beat() -> None:
+        # The first beat waits a period: the attempt has just started, so one sent at
+        # once only costs an RPC on every call, most of which finish within a period.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(every)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: settings, the process's Temporal client, auth, services."""
+"""FastAPI dependencies: settings, the process's Temporal client, services.
+
+All `async def`: FastAPI runs plain `def` dependencies in its thread pool, which costs
+more than these trivial lookups.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ from api.temporal_connection import TemporalConnection
 from core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was built with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_client(request: Request) -> Client:
+async def get_client(request: Request) -> Client:
     """The one Temporal client of this process; 503 until it has connected."""
     connection: TemporalConnection = request.app.state.temporal
     if connection.client is None:
@@ -31,7 +35,7 @@ def get_client(request: Request) -> Client:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
 
-def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
+async def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
     """Crew definitions backed by this process's Temporal client."""
     return Definitions(client, settings.temporal_task_queue)
 
@@ -39,7 +43,7 @@ def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
 DefinitionsDep = Annotated[Definitions, Depends(get_definitions)]
 
 
-def get_runs(client: ClientDep, settings: SettingsDep, definitions: DefinitionsDep) -> Runs:
+async def get_runs(client: ClientDep, settings: SettingsDep, definitions: DefinitionsDep) -> Runs:
     """Runs backed by this process's Temporal client."""
     return Runs(client, settings.temporal_task_queue, definitions)
 

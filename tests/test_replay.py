@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -26,12 +27,17 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, path.read_text())
 
 
+SCENARIOS = {
+    "run_completed", "run_failed", "run_question_then_approval", "run_question_then_rejection",
+}
+
+
 def test_there_are_histories_to_replay() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {
-        "run_completed", "run_failed", "run_question_then_approval",
-        "run_question_then_rejection",
-    } <= names
+    # Current code, and runs started before the `publish-once-per-task` patch (v1_*),
+    # which still replay down the old branch.
+    assert SCENARIOS <= names
+    assert {f"v1_{name}" for name in SCENARIOS} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
@@ -56,3 +62,17 @@ async def test_an_incompatible_change_is_caught() -> None:
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(Path(__file__).parent / "histories" /
                                             "run_completed.json"))
+
+
+def count_memo_events(path: Path) -> int:
+    return sum(
+        1 for event in load(path).events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED
+    )
+
+
+def test_new_runs_publish_once_per_workflow_task() -> None:
+    folder = Path(__file__).parent / "histories"
+    # Three agents, no tools: start + two step boundaries + finish.
+    assert count_memo_events(folder / "run_offline_three_agents.json") == 4
+    assert count_memo_events(folder / "v1_run_offline_three_agents.json") == 11

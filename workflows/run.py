@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 FAILED_RUN = "RunFailed"
+PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
 # Why a respond was refused; the API maps them to 409 and 400.
 NOT_WAITING = "RunNotWaiting"
 WRONG_ANSWER = "AnswerDoesNotFit"
@@ -84,6 +85,8 @@ class CrewRunWorkflow:
     def __init__(self, start: RunInput) -> None:
         self._start = start
         self._answer: RespondRequest | None = None
+        self._coalesce = False
+        self._unpublished: dict[int, Step] | None = None
         self._run = Run(
             id=start.run_id,
             workflow_id=start.workflow_id,
@@ -98,6 +101,9 @@ class CrewRunWorkflow:
         The steps live in the memo; returning them too would repeat every output once
         per later step (in the step inputs) and could outgrow Temporal's payload limit.
         """
+        # Runs started before this version published on every change; they must replay
+        # doing so. Newer runs publish once per workflow task (see `_publish`).
+        self._coalesce = workflow.patched(PUBLISH_ONCE_PER_TASK)
         self._run.started_at = self._now()
         self._set_status("running")
         prior: list[tuple[str, str]] = []
@@ -222,6 +228,7 @@ class CrewRunWorkflow:
         self._run.pending = pending
         self._set_status("waiting_input")
         seconds = self._start.human_in_the_loop.input_timeout_seconds
+        self._flush()
         try:
             await workflow.wait_condition(
                 lambda: self._answer is not None,
@@ -247,6 +254,7 @@ class CrewRunWorkflow:
         activity: Any = {"send_email": EmailTool.send, "http_request": HttpTools.http_request}.get(
             name, HttpTools.custom_tool
         )
+        self._flush()
         try:
             return await workflow.execute_activity(
                 activity,
@@ -275,6 +283,7 @@ class CrewRunWorkflow:
             max_tokens=agent.max_tokens,
         )
         activity = offline_messages if agent.model == OFFLINE_MODEL else AnthropicModel.call
+        self._flush()
         try:
             response = await workflow.execute_activity(
                 activity,  # type: ignore[arg-type]
@@ -304,9 +313,26 @@ class CrewRunWorkflow:
     def _finish(self, status: RunStatus, *changed: Step) -> None:
         self._run.finished_at = self._now()
         self._set_status(status, *changed)
+        self._flush()
 
     def _publish(self, *changed: Step) -> None:
-        workflow.upsert_memo(run_memo(self._run, changed))
+        """Make the run's current state (and these steps) visible to readers.
+
+        Everything between two awaits happens in one workflow task, so new runs collect
+        the changes and `_flush` writes them once, just before the run next waits:
+        one memo event per task instead of one per change.
+        """
+        if not self._coalesce:
+            workflow.upsert_memo(run_memo(self._run, changed))
+            return
+        if self._unpublished is None:
+            self._unpublished = {}
+        self._unpublished.update({step.order: step for step in changed})
+
+    def _flush(self) -> None:
+        if self._unpublished is not None:
+            workflow.upsert_memo(run_memo(self._run, self._unpublished.values()))
+            self._unpublished = None
 
 
 def _describe_activity_failure(err: ActivityError) -> str:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import DataConverter
 
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
@@ -17,7 +18,7 @@ from api.services.temporal_reads import (
     wait_until_listed,
 )
 from core.ids import RUN_PREFIX, looks_like, new_id
-from core.run_memo import run_from_memo, run_memo
+from core.run_memo import RUN_KEY, run_from_memo, run_memo
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
@@ -143,7 +144,7 @@ async def newest_runs(
             last_close = close
             if order_holds and len(newest) >= limit and close < newest[0][0] - skew:
                 break
-        run = await _run_of(row)
+        run = await _run_of(row, client.data_converter)
         if run is None:
             continue
         entry = (run.created_at, run.id, run)
@@ -154,6 +155,11 @@ async def newest_runs(
     return [run for _, _, run in sorted(newest, reverse=True)]
 
 
-async def _run_of(row: WorkflowExecution) -> Run | None:
-    memo = await row.memo()
-    return run_from_memo(memo, with_steps=False)
+async def _run_of(row: WorkflowExecution, converter: DataConverter) -> Run | None:
+    # Decode the header alone: list items have no steps, and the step entries are most
+    # of a long run's memo.
+    payload = row.raw_info.memo.fields.get(RUN_KEY)
+    if payload is None:
+        return None
+    (header,) = await converter.decode([payload])
+    return run_from_memo({RUN_KEY: header}, with_steps=False)
