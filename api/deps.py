@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from temporalio.client import Client
 
 from api.errors import TEMPORAL_UNREACHABLE, Unavailable
@@ -49,3 +49,13 @@ async def get_runs(client: ClientDep, settings: SettingsDep, definitions: Defini
 
 
 RunsDep = Annotated[Runs, Depends(get_runs)]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+        description="Makes a create or trigger safe to retry: a repeat with the same key "
+        "returns what the first request created.",
+    ),
+]

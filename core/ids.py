@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 
@@ -29,6 +30,13 @@ def new_id(prefix: str) -> str:
 def id_from_uuid(prefix: str, value: uuid.UUID) -> str:
     """A deterministic id from a UUID, e.g. one from `workflow.uuid4()` inside a workflow."""
     return prefix + _base36(value.int, _BODY_LENGTH)
+
+
+def id_for_key(prefix: str, scope: str, key: str) -> str:
+    """The id a request with this idempotency key creates within `scope`: the same for
+    every retry of that request, unrelated for any other key."""
+    digest = hashlib.sha256(f"{scope}\n{key}".encode()).digest()
+    return prefix + _base36(int.from_bytes(digest[:14], "big"), _BODY_LENGTH)
 
 
 def looks_like(prefix: str, value: str) -> bool:

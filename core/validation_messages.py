@@ -9,7 +9,7 @@ def describe_validation_errors(errors: list[Any]) -> str:
     """One sentence per problem: where it is and what to send instead."""
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         where = ".".join(loc)
         kind = err.get("type", "")
         if kind == "extra_forbidden":

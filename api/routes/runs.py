@@ -5,16 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import RunsDep
+from api.deps import IdempotencyKey, RunsDep
 from core.types import RespondRequest, TriggerRequest
 
 router = APIRouter(tags=["runs"])
 
 
 @router.post("/workflows/{workflow_id}/runs", status_code=202)
-async def trigger_run(workflow_id: str, body: TriggerRequest, runs: RunsDep) -> JSONResponse:
-    """Queue a run; 202 with the run in `queued`."""
-    run = await runs.trigger(workflow_id, body)
+async def trigger_run(
+    workflow_id: str, body: TriggerRequest, runs: RunsDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Queue a run; 202 with the run in `queued`.
+
+    Send an `Idempotency-Key` header to make retries safe: a repeat returns the same run.
+    """
+    run = await runs.trigger(workflow_id, body, idempotency_key)
     return JSONResponse({"data": run.summary()}, status_code=202)
 
 

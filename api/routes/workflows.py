@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import DefinitionsDep
+from api.deps import DefinitionsDep, IdempotencyKey
 from core.types import WorkflowPatch, WorkflowSpec
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
@@ -16,9 +16,15 @@ def _data(payload: object, status_code: int = 200) -> JSONResponse:
 
 
 @router.post("", status_code=201)
-async def create_workflow(body: WorkflowSpec, definitions: DefinitionsDep) -> JSONResponse:
-    """Create a crew definition."""
-    created = await definitions.create(body)
+async def create_workflow(
+    body: WorkflowSpec, definitions: DefinitionsDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Create a crew definition.
+
+    Send an `Idempotency-Key` header to make retries safe: a repeat returns the same
+    workflow.
+    """
+    created = await definitions.create(body, idempotency_key)
     return _data(created.model_dump(mode="json"), 201)
 
 

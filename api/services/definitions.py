@@ -8,18 +8,24 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
-from api.errors import BadRequest, NotFound
+from api.errors import BadRequest, Conflict, NotFound
 from api.services.temporal_reads import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,
     is_running,
     published,
+    start_once,
     wait_until_listed,
 )
-from core.ids import WORKFLOW_PREFIX, looks_like, new_id
+from core.ids import WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
 from core.types import Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
@@ -46,14 +52,24 @@ class Definitions:
         self._client = client
         self._task_queue = task_queue
 
-    async def create(self, spec: WorkflowSpec) -> Workflow:
-        """Start a definition entity; readable at once, even before a worker picks it up."""
+    async def create(self, spec: WorkflowSpec, idempotency_key: str | None = None) -> Workflow:
+        """Start a definition entity; readable at once, even before a worker picks it up.
+
+        With an idempotency key, a retry of the same request returns the workflow the
+        first attempt created instead of creating another.
+        """
+        workflow_id = new_id(WORKFLOW_PREFIX)
+        if idempotency_key is not None:
+            workflow_id = id_for_key(WORKFLOW_PREFIX, "workflows", idempotency_key)
+            earlier = await self._find(workflow_id)
+            if earlier is not None:
+                return _same_spec(earlier, spec)
         now = truncate_to_millis(datetime.now(UTC))
         definition = Workflow(
-            id=new_id(WORKFLOW_PREFIX), status="active", created_at=now, updated_at=now,
+            id=workflow_id, status="active", created_at=now, updated_at=now,
             **spec.model_dump(),
         )
-        await self._client.start_workflow(
+        await start_once(self._client.start_workflow(
             CrewDefinitionWorkflow.run,
             DefinitionInput(workflow=definition),
             id=definition.id,
@@ -61,9 +77,21 @@ class Definitions:
             memo={MEMO_KEY: definition.model_dump(mode="json")},
             search_attributes=TypedSearchAttributes([SearchAttributePair(SA_CREATED_AT, now)]),
             static_summary=f"Crew definition: {definition.name}"[:200],
-        )
+            # A concurrent retry with the same key joins the entity instead of failing;
+            # a key whose workflow was deleted is not reused.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        ))
         await wait_until_listed(self._client, definition.id)
-        return definition
+        if idempotency_key is None:
+            return definition
+        created = await self._find(definition.id)
+        if created is None:
+            raise Conflict(
+                "This Idempotency-Key created a workflow that has since been deleted; send a "
+                "new key to create another."
+            )
+        return _same_spec(created, spec)
 
     async def get(self, workflow_id: str) -> Workflow:
         """The current definition, or 404."""
@@ -140,3 +168,12 @@ class Definitions:
             workflow_id, update, refusals={INVALID: BadRequest, GONE: lambda _: gone},
             closed=gone,
         )
+
+
+def _same_spec(definition: Workflow, spec: WorkflowSpec) -> Workflow:
+    if definition.spec != spec:
+        raise Conflict(
+            "This Idempotency-Key was already used to create a different workflow; send a "
+            "new key for a new workflow."
+        )
+    return definition

@@ -6,7 +6,12 @@ import heapq
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.converter import DataConverter
 
 from api.errors import BadRequest, Conflict, NotFound
@@ -15,9 +20,10 @@ from api.services.temporal_reads import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,
+    start_once,
     wait_until_listed,
 )
-from core.ids import RUN_PREFIX, looks_like, new_id
+from core.ids import RUN_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import RUN_KEY, run_from_memo, run_memo
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
@@ -47,8 +53,20 @@ class Runs:
         self._task_queue = task_queue
         self._definitions = definitions
 
-    async def trigger(self, workflow_id: str, request: TriggerRequest) -> Run:
-        """Start a run on a snapshot of the crew as it is now; 409 while paused."""
+    async def trigger(
+        self, workflow_id: str, request: TriggerRequest, idempotency_key: str | None = None
+    ) -> Run:
+        """Start a run on a snapshot of the crew as it is now; 409 while paused.
+
+        With an idempotency key, a retry of the same request returns the run the first
+        attempt started (in its current state) instead of starting another.
+        """
+        run_id = new_id(RUN_PREFIX)
+        if idempotency_key is not None:
+            run_id = id_for_key(RUN_PREFIX, workflow_id, idempotency_key)
+            earlier = await self._find(run_id)
+            if earlier is not None:
+                return _same_request(earlier, request)
         definition = await self._definitions.get(workflow_id)
         if definition.status == "paused":
             raise Conflict(
@@ -56,9 +74,8 @@ class Runs:
                 f"POST /v1/workflows/{workflow_id}/resume, then trigger again."
             )
         now = truncate_to_millis(datetime.now(UTC))
-        run = Run(id=new_id(RUN_PREFIX), workflow_id=workflow_id, input=request.input,
-                  created_at=now)
-        await self._client.start_workflow(
+        run = Run(id=run_id, workflow_id=workflow_id, input=request.input, created_at=now)
+        await start_once(self._client.start_workflow(
             CrewRunWorkflow.run,
             RunInput(
                 run_id=run.id,
@@ -78,19 +95,29 @@ class Runs:
                 SearchAttributePair(SA_CREATED_AT, now),
             ]),
             static_summary=f"{definition.name}: {request.input}"[:200],
-        )
+            # A concurrent retry with the same key joins the run instead of failing.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        ))
         await wait_until_listed(self._client, run.id)
+        if idempotency_key is not None:
+            return _same_request(await self.get(run.id), request)
         return run
 
     async def get(self, run_id: str) -> Run:
         """The run as its workflow last published it (no replay, no worker needed)."""
-        if looks_like(RUN_PREFIX, run_id):
-            description = await describe_or_none(self._client, run_id)
-            if description is not None and description.workflow_type == RUN_TYPE:
-                run = run_from_memo(await description.memo())
-                if run is not None:
-                    return run
-        raise NotFound(f"No run with id {run_id!r}.")
+        run = await self._find(run_id)
+        if run is None:
+            raise NotFound(f"No run with id {run_id!r}.")
+        return run
+
+    async def _find(self, run_id: str) -> Run | None:
+        if not looks_like(RUN_PREFIX, run_id):
+            return None
+        description = await describe_or_none(self._client, run_id)
+        if description is None or description.workflow_type != RUN_TYPE:
+            return None
+        return run_from_memo(await description.memo())
 
     async def respond(self, run_id: str, answer: RespondRequest) -> RespondAccepted:
         """Answer a paused run; race-free because the run itself checks and applies it."""
@@ -119,6 +146,15 @@ class Runs:
         """The workflow's 50 most recently created runs, newest first."""
         await self._definitions.get(workflow_id)
         return await newest_runs(self._client, workflow_id, LIST_LIMIT)
+
+
+def _same_request(run: Run, request: TriggerRequest) -> Run:
+    if run.input != request.input:
+        raise Conflict(
+            "This Idempotency-Key was already used to trigger a run with a different input; "
+            "send a new key for a new run."
+        )
+    return run
 
 
 async def newest_runs(

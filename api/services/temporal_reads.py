@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Unavailable
@@ -54,16 +55,29 @@ def is_running(description: WorkflowExecutionDescription) -> bool:
 
 
 async def wait_until_listed(client: Client, workflow_id: str) -> None:
-    """Return once list queries include `workflow_id` (or after a short bound)."""
+    """Return once list queries include `workflow_id` (or after a short bound).
+
+    Best effort: it runs after the start succeeded, so a failure here must not turn a
+    done deed into an error the caller would retry.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + VISIBILITY_WAIT_SECONDS
     delay = 0.002
     while loop.time() < deadline:
-        found = await client.count_workflows(f"WorkflowId = '{workflow_id}'")
+        try:
+            found = await client.count_workflows(f"WorkflowId = '{workflow_id}'")
+        except RPCError:
+            return
         if found.count:
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def start_once(start: Awaitable[object]) -> None:
+    """Start a workflow whose id may already have been used by the same request."""
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await start
 
 
 async def apply_update(
