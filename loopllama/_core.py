@@ -14,6 +14,7 @@ import email.utils
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,8 +121,10 @@ class Endpoint(Generic[T]):
     """One API call: method, path, JSON body, and how to read the answer's `data`.
 
     `replayable` says whether the request may be sent again after a connection broke
-    mid-request (the server may or may not have acted). It is False for calls that would
-    act twice: creating a workflow, triggering a run, responding to a run.
+    mid-request (the server may or may not have acted). Creating a workflow and
+    triggering a run carry an `Idempotency-Key` (one per call, the same on every retry),
+    so the server returns what the first attempt made and they are replayable;
+    responding to a run is not (a resent answer could answer the *next* pause).
     """
 
     method: str
@@ -129,6 +132,7 @@ class Endpoint(Generic[T]):
     parse: Callable[[Any], T]
     body: Mapping[str, Any] | None = None
     replayable: bool = True
+    idempotency_key: str | None = None
 
 
 def _seg(value: str) -> str:
@@ -185,7 +189,8 @@ def workflow_fields(
 
 def create_workflow(body: Mapping[str, Any]) -> Endpoint[Workflow]:
     """POST /v1/workflows."""
-    return Endpoint("POST", "/v1/workflows", _one(Workflow), body, replayable=False)
+    return Endpoint("POST", "/v1/workflows", _one(Workflow), body,
+                    idempotency_key=str(uuid.uuid4()))
 
 
 def list_workflows() -> Endpoint[list[Workflow]]:
@@ -221,7 +226,7 @@ def trigger_run(workflow_id: str, text: str) -> Endpoint[Run]:
     """POST /v1/workflows/{id}/runs."""
     return Endpoint(
         "POST", f"/v1/workflows/{_seg(workflow_id)}/runs", _one(Run), {"input": text},
-        replayable=False,
+        idempotency_key=str(uuid.uuid4()),
     )
 
 
@@ -265,6 +270,8 @@ def build_request(config: ClientConfig, endpoint: Endpoint[Any]) -> httpx.Reques
         "Accept": "application/json",
         "User-Agent": f"loopllama-python/{__version__}",
     }
+    if endpoint.idempotency_key is not None:
+        headers["Idempotency-Key"] = endpoint.idempotency_key
     return httpx.Request(
         endpoint.method,
         config.base_url + endpoint.path,

@@ -590,18 +590,31 @@ def test_connection_errors() -> None:
     with LoopLlama("k", closed, max_retries=0) as client:
         with pytest.raises(APIConnectionError):
             client.workflows.list()
-    # A dropped connection may have reached the server: reads are resent, actions not.
+    # A dropped connection may have reached the server: reads are resent, and so are
+    # create and trigger, which carry one Idempotency-Key for all their attempts; an
+    # answer to a pause is not (it could answer the next pause).
     with stub(scripted(DROP)) as (url, seen), LoopLlama("k", url, max_retries=2) as client:
         with pytest.raises(APIConnectionError):
             client.runs.get("ckrun1")
         assert len(seen) == 3
         for act in (lambda: client.runs.trigger("ckva1", "x"),
-                    lambda: client.workflows.create(name="x", crew=[]),
-                    lambda: client.runs.answer("ckrun1", "yes")):
+                    lambda: client.workflows.create(name="x", crew=[])):
             seen.clear()
             with pytest.raises(APIConnectionError):
                 act()
-            assert len(seen) == 1
+            keys = [s.headers.get("idempotency-key") for s in seen]
+            assert len(keys) == 3 and keys[0] and len(set(keys)) == 1
+        seen.clear()
+        with pytest.raises(APIConnectionError):
+            client.runs.answer("ckrun1", "yes")
+        assert len(seen) == 1
+        assert "idempotency-key" not in seen[0].headers
+        # Each call gets its own key.
+        seen.clear()
+        for _ in range(2):
+            with pytest.raises(APIConnectionError):
+                client.runs.trigger("ckva1", "x")
+        assert len({s.headers.get("idempotency-key") for s in seen}) == 2
 
 
 async def test_unreadable_answers_and_timeouts() -> None:
