@@ -10,6 +10,7 @@ from pathlib import Path
 
 from temporalio.service import RPCError
 
+from cli.client_commands import add_client_commands, run_client_command
 from cli.replay import (
     EMBEDDED_ADDRESS,
     export_history,
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="Run a worker against an existing Temporal server.")
 
+    add_client_commands(commands)
+
     replay = commands.add_parser(
         "replay", help="Replay a run's Temporal history against the current workflow code."
     )
@@ -77,6 +80,9 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if args.command in ("workflows", "runs"):
+        # Client commands print their own results; no logging setup, no server imports.
+        return run_client_command(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

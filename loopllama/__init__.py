@@ -30,12 +30,13 @@ it answer twice); returning None means "not now" and it is asked again on the ne
 
 Retries. Only 429 and 503 answers and failed connections are retried, up to
 `max_retries` (default 2) times, waiting 0.5 s, 1 s, 2 s, ... (±25% jitter) or the
-server's `Retry-After`. No other status is ever retried. A connection that broke after
-the request was sent may or may not have reached the server, so calls that would act
-twice — `workflows.create`, `runs.trigger` and `runs.respond` (and its helpers) — are
-not resent then; they are resent only when the connection was never made (connect
-error or connect timeout) or after a 429/503 answer. Reads, PATCH, pause, resume and
-delete are resent after any connection failure.
+server's `Retry-After`. No other status is ever retried. `workflows.create` and
+`runs.trigger` send an `Idempotency-Key` (one per call, the same on each retry), so the
+server hands back what the first attempt made and they are resent after any
+connection failure, like reads, PATCH, pause, resume and delete. `runs.respond` (and its
+helpers) is not resent after a connection broke mid-request (the server may have
+taken the answer, and a resent one could answer the next pause); only when the
+connection was never made, or after a 429/503 answer.
 
 Testing. Inject the HTTP layer: `AsyncLoopLlama(key, "http://testserver",
 transport=httpx.ASGITransport(app=app))` calls an ASGI app in process. For the sync

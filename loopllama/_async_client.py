@@ -188,7 +188,8 @@ class AsyncRuns:
     async def trigger(self, workflow_id: str, input: str) -> Run:
         """Queue a run of the workflow on `input`; returns it in ``queued``.
 
-        Never resent after a connection broke mid-request (that could start two runs).
+        Safe to retry: it carries an `Idempotency-Key`, so a resent request returns the
+        run the first attempt started.
         """
         return await self._client._request(_core.trigger_run(workflow_id, input))
 

@@ -1,0 +1,307 @@
+"""`loopllama workflows ...` and `loopllama runs ...`: the API from the command line.
+
+Built on the Python SDK. Every command takes `--json` for scripts. Exit codes: 0 done
+(for runs: completed), 1 failed (a failed run, or an error from the API), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import BaseModel
+
+from loopllama import LoopLlama
+from loopllama.errors import ConflictError, LoopLlamaError
+from loopllama.types import Run, Step
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class UsageError(Exception):
+    """The command line is wrong; exit 2 with this message."""
+
+
+def add_client_commands(commands: Any) -> None:
+    """Register `workflows` and `runs` on the top-level subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    common.add_argument("--api-key", help="default: LOOPLLAMA_API_KEY, else the key "
+                        "`loopllama dev` keeps in LOOPLLAMA_DATA_DIR")
+    common.add_argument("--base-url", help="default: LOOPLLAMA_BASE_URL or "
+                        "http://127.0.0.1:8000")
+
+    workflows = commands.add_parser("workflows", help="Create and manage workflows (crews).")
+    wf = workflows.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = wf.add_parser("create", parents=[common], help="Create from a JSON/YAML file.")
+    create.add_argument("-f", "--file", required=True, type=Path,
+                        help="crew definition (.json, .yaml or .yml; - for stdin JSON)")
+    wf.add_parser("list", parents=[common], help="List workflows, newest first.")
+    for action, text in (("get", "Show one workflow."), ("pause", "Refuse new runs."),
+                         ("resume", "Accept new runs again."), ("delete", "Delete it.")):
+        sub = wf.add_parser(action, parents=[common], help=text)
+        sub.add_argument("workflow_id", metavar="WORKFLOW_ID")
+
+    runs = commands.add_parser("runs", help="Trigger, inspect and answer runs.")
+    rn = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    trigger = rn.add_parser("trigger", parents=[common], help="Start a run.")
+    trigger.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    trigger.add_argument("input", metavar="INPUT", help="the task for the crew")
+    trigger.add_argument("--wait", action="store_true",
+                         help="watch the run until it completes or fails")
+    trigger.add_argument("--interval", type=float, default=1.0,
+                         help="with --wait: seconds between polls (default 1)")
+    listing = rn.add_parser("list", parents=[common], help="A workflow's 50 newest runs.")
+    listing.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    get = rn.add_parser("get", parents=[common], help="One run with its steps.")
+    get.add_argument("run_id", metavar="RUN_ID")
+    respond = rn.add_parser("respond", parents=[common], help="Answer a paused run.")
+    respond.add_argument("run_id", metavar="RUN_ID")
+    choice = respond.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--input", dest="answer", help="the answer to the agent's question")
+    choice.add_argument("--approve", action="store_true", help="approve the pending action")
+    choice.add_argument("--reject", action="store_true", help="decline the pending action")
+    respond.add_argument("--reason", help="with --reject: why, passed back to the agent")
+    watch = rn.add_parser("watch", parents=[common],
+                          help="Follow a run live, answering pauses at a prompt.")
+    watch.add_argument("run_id", metavar="RUN_ID")
+    watch.add_argument("--interval", type=float, default=1.0,
+                       help="seconds between polls (default 1)")
+
+
+def run_client_command(args: argparse.Namespace, out: TextIO = sys.stdout,
+                       err: TextIO = sys.stderr, stdin: TextIO = sys.stdin) -> int:
+    """Execute a `workflows`/`runs` command; returns the exit code."""
+    try:
+        with _client(args) as client:
+            if args.command == "workflows":
+                return _workflows(client, args, out)
+            return _runs(client, args, out, err, stdin)
+    except UsageError as error:
+        print(f"loopllama: {error}", file=err)
+        return EXIT_USAGE
+    except LoopLlamaError as error:
+        print(f"loopllama: {error}", file=err)
+        return EXIT_FAILED
+
+
+def _client(args: argparse.Namespace) -> LoopLlama:
+    key = args.api_key or os.environ.get("LOOPLLAMA_API_KEY", "").strip()
+    if not key:
+        # `loopllama dev` keeps the key it generated here; use it for local work.
+        key_file = Path(os.environ.get("LOOPLLAMA_DATA_DIR") or ".loopllama") / "api-key"
+        if key_file.is_file():
+            key = key_file.read_text().strip()
+    return LoopLlama(api_key=key or None, base_url=args.base_url)
+
+
+def _emit(out: TextIO, value: BaseModel | Sequence[BaseModel]) -> None:
+    if isinstance(value, Sequence):
+        data: Any = [item.model_dump(mode="json") for item in value]
+    elif isinstance(value, BaseModel):
+        data = value.model_dump(mode="json")
+    else:
+        data = value
+    print(json.dumps(data, indent=2, ensure_ascii=False), file=out)
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        spec = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: "
+                         f"{error}") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"{path} must hold one object with name, crew, ...")
+    return spec
+
+
+def _workflows(client: LoopLlama, args: argparse.Namespace, out: TextIO) -> int:
+    if args.action == "create":
+        workflow = client.workflows.create(_load_spec(args.file))
+        _emit(out, workflow) if args.json else print(
+            f"created {workflow.id}  {workflow.name}", file=out)
+    elif args.action == "list":
+        workflows = client.workflows.list()
+        if args.json:
+            _emit(out, workflows)
+        for item in [] if args.json else workflows:
+            roles = " → ".join(agent.role for agent in item.crew)
+            print(f"{item.id}  {item.status:<6}  {item.name}  ({roles})", file=out)
+    elif args.action == "delete":
+        deleted = client.workflows.delete(args.workflow_id)
+        _emit(out, deleted) if args.json else print(f"deleted {args.workflow_id}", file=out)
+    else:
+        act: dict[str, Callable[[str], Any]] = {
+            "get": client.workflows.get, "pause": client.workflows.pause,
+            "resume": client.workflows.resume,
+        }
+        workflow = act[args.action](args.workflow_id)
+        _emit(out, workflow) if args.json else _print_workflow(workflow, out)
+    return EXIT_OK
+
+
+def _print_workflow(workflow: Any, out: TextIO) -> None:
+    print(f"{workflow.id}  {workflow.name}  [{workflow.status}]", file=out)
+    if workflow.description:
+        print(f"  {workflow.description}", file=out)
+    for order, agent in enumerate(workflow.crew, start=1):
+        tools = f"  tools: {', '.join(agent.tools)}" if agent.tools else ""
+        print(f"  {order}. {agent.role}  ({agent.model}){tools}", file=out)
+
+
+def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
+          stdin: TextIO) -> int:
+    if args.action == "trigger":
+        run = client.runs.trigger(args.workflow_id, args.input)
+        if args.wait:
+            return _watch(client, run.id, args, out, err, stdin)
+        _emit(out, run) if args.json else print(f"{run.id}  {run.status}", file=out)
+        return EXIT_OK
+    if args.action == "list":
+        runs = client.runs.list(args.workflow_id)
+        if args.json:
+            _emit(out, runs)
+        for item in [] if args.json else runs:
+            print(f"{item.id}  {item.status:<13}  {item.total_steps} steps  "
+                  f"{item.tokens_in}→{item.tokens_out} tokens  {_ts(item.created_at)}", file=out)
+        return EXIT_OK
+    if args.action == "get":
+        run = client.runs.get(args.run_id)
+        _emit(out, run) if args.json else _print_run(run, out)
+        return _exit_for(run)
+    if args.action == "respond":
+        if args.reason is not None and not args.reject:
+            raise UsageError("--reason goes with --reject")
+        action = "input" if args.answer is not None else "approve" if args.approve else "reject"
+        result = client.runs.respond(args.run_id, action, input=args.answer, reason=args.reason)
+        _emit(out, result) if args.json else print(f"{result.id}  {result.status}", file=out)
+        return EXIT_OK
+    return _watch(client, args.run_id, args, out, err, stdin)
+
+
+def _ts(value: Any) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _step_line(step: Step) -> str:
+    mark = "✗" if step.error else "✓" if step.finished_at else "…"
+    took = ""
+    if step.started_at and step.finished_at:
+        took = f"  {(step.finished_at - step.started_at).total_seconds():.1f}s"
+    return (f"{mark} {step.order + 1}. {step.role}  {step.model}  "
+            f"{step.tokens_in}→{step.tokens_out} tokens{took}")
+
+
+def _print_run(run: Run, out: TextIO) -> None:
+    print(f"{run.id}  {run.status}  {run.tokens_in}→{run.tokens_out} tokens", file=out)
+    for step in run.steps:
+        print(f"  {_step_line(step)}", file=out)
+    if run.pending is not None:
+        print(f"  waiting for you: {run.pending.prompt}", file=out)
+    if run.error:
+        print(f"  error: {run.error}", file=out)
+    if run.output is not None:
+        print(f"\n{run.output}", file=out)
+
+
+def _exit_for(run: Run) -> int:
+    return EXIT_FAILED if run.status == "failed" else EXIT_OK
+
+
+def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
+           err: TextIO, stdin: TextIO) -> int:
+    """Poll the run, print each finished step once, prompt at pauses, until it ends."""
+    printed: set[str] = set()
+    answered: set[tuple[Any, ...]] = set()
+    spin = itertools.cycle(SPINNER)
+    interactive_spinner = err.isatty()
+    stdin_open = True
+    while True:
+        run = client.runs.get(run_id)
+        for step in run.steps:
+            if step.finished_at and step.id not in printed:
+                printed.add(step.id)
+                if not args.json:
+                    print(_step_line(step), file=out, flush=True)
+        if run.is_terminal:
+            if interactive_spinner:
+                print("\r\033[K", end="", file=err)
+            if args.json:
+                _emit(out, run)
+            else:
+                print(f"{run.status}: {run.error}" if run.error else run.status, file=out)
+                if run.output is not None:
+                    print(f"\n{run.output}", file=out)
+            return _exit_for(run)
+        pause = (run.pending.model_dump_json() if run.pending else None, run.total_steps,
+                 run.tokens_in)
+        if run.is_waiting and run.pending is not None and pause not in answered and stdin_open:
+            answered.add(pause)
+            stdin_open = _answer_pause(client, run, out, stdin)
+        elif interactive_spinner:
+            running = next((s for s in run.steps if not s.finished_at), None)
+            where = f"step {running.order + 1} ({running.role})" if running else run.status
+            print(f"\r{next(spin)} {run.status}: {where}", end="", file=err, flush=True)
+        time.sleep(args.interval)
+
+
+def _ask(prompt: str, out: TextIO, stdin: TextIO) -> str | None:
+    print(prompt, end="", file=out, flush=True)
+    line = stdin.readline()
+    return None if line == "" else line.rstrip("\n")
+
+
+def _answer_pause(client: LoopLlama, run: Run, out: TextIO, stdin: TextIO) -> bool:
+    """Prompt for the pending answer and send it; False once stdin has ended."""
+    pending = run.pending
+    assert pending is not None
+    if pending.kind == "input":
+        print(f"\n? The agent asks: {pending.prompt}", file=out)
+        answer = ""
+        while not answer.strip():
+            line = _ask("> ", out, stdin)
+            if line is None:
+                return _no_more_input(run, out)
+            answer = line
+        action, text, reason = "input", answer, None
+    else:
+        print(f"\n! Approval needed: {pending.prompt}", file=out)
+        print(f"  tool: {pending.tool}", file=out)
+        print(f"  arguments: {json.dumps(pending.tool_input, ensure_ascii=False)}", file=out)
+        decision = ""
+        while decision not in ("y", "yes", "n", "no"):
+            line = _ask("Approve? [y/n] ", out, stdin)
+            if line is None:
+                return _no_more_input(run, out)
+            decision = line.strip().lower()
+        text, reason = None, None
+        action = "approve" if decision.startswith("y") else "reject"
+        if action == "reject":
+            line = _ask("Reason (optional): ", out, stdin)
+            reason = (line or "").strip() or None
+    try:
+        client.runs.respond(run.id, action, input=text, reason=reason)
+        print(f"  sent: {action}", file=out, flush=True)
+    except ConflictError:
+        print("  someone else answered first", file=out, flush=True)
+    return True
+
+
+def _no_more_input(run: Run, out: TextIO) -> bool:
+    print(f"\n(no input; still waiting — answer with `loopllama runs respond {run.id}`)",
+          file=out, flush=True)
+    return False
