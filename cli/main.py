@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 from pathlib import Path
 
-from temporalio.service import RPCError
-
 from cli.client_commands import add_client_commands, run_client_command
-from cli.replay import (
-    EMBEDDED_ADDRESS,
-    export_history,
-    fetch_history,
-    history_from_file,
-    replay,
-)
-from core.devserver import DevServerError
-from core.settings import Settings, SettingsError
-from core.temporal import TemporalSetupError
-
-EXIT_USAGE = 2
+from core.settings import EMBEDDED_ADDRESS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,55 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    if args.run_id is None and args.file is None:
-        print("loopllama replay: give a RUN_ID or --file history.json", file=sys.stderr)
-        return EXIT_USAGE
-    if args.file is not None:
-        history = history_from_file(args.file, args.run_id)
-    else:
-        history = await fetch_history(settings, args.run_id)
-    if args.export:
-        export_history(history, args.export)
-    deterministic, line = await replay(history)
-    print(line)
-    return 0 if deterministic else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     if args.command in ("workflows", "runs"):
-        # Client commands print their own results; no logging setup, no server imports.
         return run_client_command(args)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Keep per-request and per-connection noise out of the dev console.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    from cli import serve
+    # Server-side commands import Temporal and the workflows: only when needed.
+    from cli.server_commands import run_server_command
 
-    try:
-        settings = Settings.from_env()
-        if args.command == "dev":
-            asyncio.run(serve.run_dev(settings, host=args.host, port=args.port,
-                                      temporal_port=args.temporal_port, ui_port=args.ui_port))
-        elif args.command == "api":
-            asyncio.run(serve.run_api(settings, host=args.host, port=args.port))
-        elif args.command == "worker":
-            asyncio.run(serve.run_worker(settings))
-        elif args.command == "replay":
-            return asyncio.run(_replay(settings, args))
-    except RPCError as err:
-        print(f"loopllama: Temporal answered: {err.message}", file=sys.stderr)
-        return 1
-    except (SettingsError, DevServerError, TemporalSetupError) as err:
-        print(f"loopllama: {err}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(err, SettingsError) else 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_server_command(args)
 
 
 if __name__ == "__main__":

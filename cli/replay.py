@@ -9,12 +9,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from core.settings import Settings
+from core.settings import EMBEDDED_ADDRESS, Settings
 from core.temporal import connect
 from workflows.registry import WORKFLOWS
-
-# `loopllama dev` serves Temporal here unless told otherwise.
-EMBEDDED_ADDRESS = "127.0.0.1:7233"
 
 
 def history_from_file(file: Path, run_id: str | None = None) -> WorkflowHistory:

@@ -16,6 +16,8 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "loopllama"
 DEFAULT_DATA_DIR = ".loopllama"
 API_KEY_FILE = "api-key"
+# Where `loopllama dev` serves Temporal unless told otherwise.
+EMBEDDED_ADDRESS = "127.0.0.1:7233"
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
