@@ -23,6 +23,8 @@ from core.types import ASK_HUMAN_TOOL, ModelRequest, ModelResponse
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
+ORIGINAL_REQUEST = "Original request:\n"
+PRIOR_OUTPUT = "\n\nPrior agent output:"
 
 
 def _text_of(content: Any) -> str:
@@ -53,8 +55,17 @@ def _condensed(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _tool_input(tool: dict[str, Any], task: str) -> dict[str, Any] | None:
+def _request_in(task: str) -> str:
+    # Later agents get "Original request:\n<input>\n\nPrior agent output:..."; questions
+    # and subjects read better about the request than about that header.
+    if task.startswith(ORIGINAL_REQUEST):
+        return task[len(ORIGINAL_REQUEST):].split(PRIOR_OUTPUT, 1)[0]
+    return task
+
+
+def _tool_input(tool: dict[str, Any], full_task: str) -> dict[str, Any] | None:
     name = tool["name"]
+    task = _request_in(full_task)
     if name == ASK_HUMAN_TOOL:
         if "ask me" not in task.lower():
             return None
