@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{EMBEDDED_ADDRESS})")
     replay.add_argument("--file", type=Path, help="replay an exported history JSON instead")
     replay.add_argument("--export", type=Path, help="also write the history to this file")
+    replay.add_argument("--debug", action="store_true",
+                        help="no deadlock detection, for stepping through under a debugger")
     return parser
 
 

@@ -27,9 +27,14 @@ async def fetch_history(settings: Settings, run_id: str) -> WorkflowHistory:
     return await client.get_workflow_handle(run_id).fetch_history()
 
 
-async def replay(history: WorkflowHistory) -> tuple[bool, str]:
-    """(deterministic, a line to print) for one history."""
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+async def replay(history: WorkflowHistory, *, debug: bool = False) -> tuple[bool, str]:
+    """(deterministic, a line to print) for one history.
+
+    `debug` turns off the deadlock detector, so a breakpoint in workflow code can be
+    held for as long as needed.
+    """
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter,
+                        debug_mode=debug)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     count = len(history.events)
     if result.replay_failure is None:
