@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from datetime import UTC, datetime, timedelta
 
@@ -144,8 +145,12 @@ class Runs:
 
     async def list(self, workflow_id: str) -> list[Run]:
         """The workflow's 50 most recently created runs, newest first."""
-        await self._definitions.get(workflow_id)
-        return await newest_runs(self._client, workflow_id, LIST_LIMIT)
+        # The existence check (404) and the listing do not depend on each other.
+        _, runs = await asyncio.gather(
+            self._definitions.get(workflow_id),
+            newest_runs(self._client, workflow_id, LIST_LIMIT),
+        )
+        return runs
 
 
 def _same_request(run: Run, request: TriggerRequest) -> Run:
