@@ -58,7 +58,7 @@ def add_client_commands(commands: Any) -> None:
     trigger.add_argument("input", metavar="INPUT", help="the task for the crew")
     trigger.add_argument("--wait", action="store_true",
                          help="watch the run until it completes or fails")
-    trigger.add_argument("--interval", type=float, default=1.0,
+    trigger.add_argument("--interval", type=_positive_seconds, default=1.0,
                          help="with --wait: seconds between polls (default 1)")
     listing = rn.add_parser("list", parents=[common], help="A workflow's 50 newest runs.")
     listing.add_argument("workflow_id", metavar="WORKFLOW_ID")
@@ -74,7 +74,7 @@ def add_client_commands(commands: Any) -> None:
     watch = rn.add_parser("watch", parents=[common],
                           help="Follow a run live, answering pauses at a prompt.")
     watch.add_argument("run_id", metavar="RUN_ID")
-    watch.add_argument("--interval", type=float, default=1.0,
+    watch.add_argument("--interval", type=_positive_seconds, default=1.0,
                        help="seconds between polls (default 1)")
 
 
@@ -82,9 +82,13 @@ def run_client_command(args: argparse.Namespace, out: TextIO = sys.stdout,
                        err: TextIO = sys.stderr, stdin: TextIO = sys.stdin) -> int:
     """Execute a `workflows`/`runs` command; returns the exit code."""
     try:
+        # Everything the command line alone can get wrong, before any request.
+        spec = _load_spec(args.file) if getattr(args, "file", None) is not None else None
+        if getattr(args, "reason", None) is not None and not args.reject:
+            raise UsageError("--reason goes with --reject")
         with _client(args) as client:
             if args.command == "workflows":
-                return _workflows(client, args, out)
+                return _workflows(client, args, spec, out)
             return _runs(client, args, out, err, stdin)
     except UsageError as error:
         print(f"loopllama: {error}", file=err)
@@ -92,6 +96,18 @@ def run_client_command(args: argparse.Namespace, out: TextIO = sys.stdout,
     except LoopLlamaError as error:
         print(f"loopllama: {error}", file=err)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the interval must be more than 0 seconds")
+    return value
 
 
 def _client(args: argparse.Namespace) -> LoopLlama:
@@ -116,22 +132,28 @@ def _emit(out: TextIO, value: BaseModel | Sequence[BaseModel]) -> None:
 
 def _load_spec(path: Path) -> dict[str, Any]:
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
     try:
-        spec = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        spec = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (ValueError, yaml.YAMLError) as error:
-        raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: "
-                         f"{error}") from None
+        raise UsageError(f"{path} is not valid {'YAML' if is_yaml else 'JSON'}: {error}") from None
     if not isinstance(spec, dict):
         raise UsageError(f"{path} must hold one object with name, crew, ...")
-    return spec
+    # YAML reads some unquoted scalars (dates, times) as objects; send them as written.
+    result: dict[str, Any] = json.loads(json.dumps(spec, default=str))
+    return result
 
 
-def _workflows(client: LoopLlama, args: argparse.Namespace, out: TextIO) -> int:
+def _workflows(client: LoopLlama, args: argparse.Namespace, spec: dict[str, Any] | None,
+               out: TextIO) -> int:
     if args.action == "create":
-        workflow = client.workflows.create(_load_spec(args.file))
+        assert spec is not None
+        workflow = client.workflows.create(spec)
         _emit(out, workflow) if args.json else print(
             f"created {workflow.id}  {workflow.name}", file=out)
     elif args.action == "list":
@@ -168,6 +190,8 @@ def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.action == "trigger":
         run = client.runs.trigger(args.workflow_id, args.input)
         if args.wait:
+            if not args.json:
+                print(f"{run.id}  {run.status}", file=out, flush=True)
             return _watch(client, run.id, args, out, err, stdin)
         _emit(out, run) if args.json else print(f"{run.id}  {run.status}", file=out)
         return EXIT_OK
@@ -184,8 +208,6 @@ def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
         _emit(out, run) if args.json else _print_run(run, out)
         return _exit_for(run)
     if args.action == "respond":
-        if args.reason is not None and not args.reject:
-            raise UsageError("--reason goes with --reject")
         action = "input" if args.answer is not None else "approve" if args.approve else "reject"
         result = client.runs.respond(args.run_id, action, input=args.answer, reason=args.reason)
         _emit(out, result) if args.json else print(f"{result.id}  {result.status}", file=out)
@@ -251,7 +273,8 @@ def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO
                  run.tokens_in)
         if run.is_waiting and run.pending is not None and pause not in answered and stdin_open:
             answered.add(pause)
-            stdin_open = _answer_pause(client, run, out, stdin)
+            # With --json, stdout carries only the final JSON; the dialogue goes to stderr.
+            stdin_open = _answer_pause(client, run, err if args.json else out, stdin)
         elif interactive_spinner:
             running = next((s for s in run.steps if not s.finished_at), None)
             where = f"step {running.order + 1} ({running.role})" if running else run.status

@@ -9,10 +9,10 @@ timezone-aware `datetime` objects in UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 __all__ = [
     "RUN_STATUSES",
@@ -34,6 +34,15 @@ __all__ = [
 RUN_STATUSES = ("queued", "running", "waiting_input", "completed", "failed")
 #: Statuses after which a run never changes again.
 TERMINAL_STATUSES = ("completed", "failed")
+
+
+def _api_timestamp(value: datetime) -> str:
+    value = value.astimezone(UTC) if value.tzinfo else value
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+# Dumped to JSON exactly as the API sends it: milliseconds, `Z`.
+Timestamp = Annotated[datetime, PlainSerializer(_api_timestamp, when_used="json")]
 
 
 class _Model(BaseModel):
@@ -86,8 +95,8 @@ class Workflow(_Model):
     status: str = "active"
     crew: list[Agent] = Field(default_factory=list)
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
     @property
     def is_paused(self) -> bool:
@@ -130,8 +139,8 @@ class Step(_Model):
     error: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
 
 
 class Run(_Model):
@@ -150,9 +159,9 @@ class Run(_Model):
     total_steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    created_at: datetime
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    created_at: Timestamp
     pending: Pending | None = None
     steps: list[Step] = Field(default_factory=list)
 
