@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 from loopllama import LoopLlama, approve, reject
-from loopllama.types import Run
+from loopllama.types import Decision, Run
 
 
-def decide(run: Run) -> object:
+def decide(run: Run) -> str | Decision:
     """Called whenever the run waits for a person."""
     pending = run.pending
     assert pending is not None
