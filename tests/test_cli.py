@@ -1,0 +1,624 @@
+"""The `loopllama` command as real processes: dev, api, worker, signals and refusals.
+
+Every process gets its own ports (`free_port()`), its own data directory and working
+directory (tmp_path) and an environment without the caller's LOOPLLAMA_*/TEMPORAL_*
+variables. Every wait is bounded; every process is stopped in `finally`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from core.devserver import DevServer
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(150)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CREW = {"name": "keep me", "crew": [{"role": "writer", "model": "loopllama-offline"}]}
+DEV_READY_WITHIN = 60.0
+BANNER_KEY = re.compile(r"API key:\s+(\S+)\s+\((created|kept) in (.+)\)")
+
+
+def loopllama_command() -> list[str]:
+    """The installed console script, or the same entry point through this Python."""
+    candidates = [Path(sys.executable).parent / "loopllama", shutil.which("loopllama")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return [str(candidate)]
+    return [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
+
+
+def child_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """os.environ minus LOOPLLAMA_*/TEMPORAL_*, plus the repo on PYTHONPATH and `extra`."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOOPLLAMA_", "TEMPORAL_"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    if data_dir is not None:
+        env["LOOPLLAMA_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def distinct_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def wait_until(check: Callable[[], Any], *, within: float, what: str,
+               interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, httpx.HTTPError, OSError) as err:
+            last = err
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within}s; last: {last!r}")
+        time.sleep(interval)
+
+
+class Child:
+    """A `loopllama` process whose stdout/stderr are collected by background threads."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [*loopllama_command(), *args],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _drain(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def describe(self) -> str:
+        return (
+            f"`loopllama {' '.join(self.args)}` (exit {self.proc.poll()})\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr[-6000:]}"
+        )
+
+    def wait_for_output(self, text: str, *, within: float) -> str:
+        """Wait until stdout contains `text`; fail early if the process exits."""
+        deadline = time.monotonic() + within
+        while text not in self.stdout:
+            if self.proc.poll() is not None:
+                self.join_readers()
+                if text in self.stdout:
+                    break
+                raise AssertionError(f"exited before printing {text!r}: {self.describe()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not printed within {within}s: {self.describe()}")
+            time.sleep(0.05)
+        return self.stdout
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+
+    def wait(self, within: float) -> int:
+        try:
+            code = self.proc.wait(within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {within:.1f}s later: {self.describe()}"
+            ) from None
+        self.join_readers()
+        return code
+
+    def join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(5)
+
+    def kill(self) -> None:
+        """Last-resort cleanup: SIGKILL if still running, and reap."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        self.join_readers()
+
+
+def _cmdline(pid: str) -> list[str] | None:
+    """A live (non-zombie) process's argv, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def processes_with_arg(*args: str) -> list[int]:
+    """Pids of live processes having any of `args` as one exact argument."""
+    wanted = set(args)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _cmdline(entry.name)
+        if argv and wanted.intersection(argv):
+            found.append(int(entry.name))
+    return found
+
+
+def temporal_processes(data_dir: Path, temporal_port: int) -> list[int]:
+    """The embedded Temporal server(s) of one `loopllama dev` (by db file or port)."""
+    db = (data_dir / "temporal.db").resolve()
+    return processes_with_arg(f"--db-filename={db}", f"--port={temporal_port}")
+
+
+def port_accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def cleanup(*children: Child, data_dir: Path | None = None) -> Iterator[None]:
+    """Kill what a test started, including a leftover Temporal child.
+
+    A leftover is found by its own database file (unique to the test), never by port,
+    so the session's server can never be hit.
+    """
+    try:
+        yield
+    finally:
+        for child in children:
+            child.kill()
+        if data_dir is not None:
+            db = (data_dir / "temporal.db").resolve()
+            for pid in processes_with_arg(f"--db-filename={db}"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def start_dev(tmp_path: Path, data_dir: Path, api_port: int, temporal_port: int,
+              ui_port: int) -> Child:
+    return Child(
+        ["dev", "--port", str(api_port), "--temporal-port", str(temporal_port),
+         "--ui-port", str(ui_port)],
+        env=child_env(data_dir),
+        cwd=tmp_path,
+    )
+
+
+def wait_for_banner(child: Child) -> str:
+    child.wait_for_output("LoopLlama is running.", within=DEV_READY_WITHIN)
+    return child.wait_for_output("Press Ctrl-C to stop.", within=5)
+
+
+# An intermittent crash seen in ~1 of 10 runs of `loopllama worker` (and possible in any
+# process that ran a Temporal worker): the shutdown itself completes ("... stopped." is
+# printed), then the interpreter aborts while finalizing. Tests record it and end as
+# xfail (with this reason) instead of failing at random; every other check still runs.
+FINALIZING_CRASH = "Fatal Python error: PyGILState_Release"
+FINALIZING_CRASH_REASON = (
+    "BUG (intermittent): after a clean SIGTERM shutdown (its '... stopped.' line printed), "
+    "the process aborts with SIGABRT at interpreter exit: 'Fatal Python error: "
+    "PyGILState_Release: thread state ... must be current when releasing / Python runtime "
+    "state: finalizing'. A temporalio (Rust bridge) thread touches Python while the "
+    "interpreter finalizes; cli/serve.py run_worker / cli/main.py main return with the "
+    "Temporal client and runtime still alive, so the process exit code is -6 instead of 0"
+)
+
+
+def assert_exit_zero(child: Child, code: int, crashes: list[str]) -> None:
+    """Exit 0, or the known crash at interpreter exit (recorded in `crashes`)."""
+    if code == -signal.SIGABRT and FINALIZING_CRASH in child.stderr:
+        assert "stopped." in child.stdout + child.stderr, child.describe()
+        crashes.append(child.describe())
+        return
+    assert code == 0, child.describe()
+
+
+def xfail_if_crashed(crashes: list[str]) -> None:
+    if crashes:
+        pytest.xfail(f"{FINALIZING_CRASH_REASON}\n" + "\n".join(crashes))
+
+
+def assert_stopped_cleanly(child: Child, data_dir: Path, temporal_port: int,
+                           crashes: list[str], within: float = 20.0) -> None:
+    child.signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = child.wait(within)
+    assert "LoopLlama stopped." in child.stdout, child.describe()
+    assert_exit_zero(child, code, crashes)
+    assert time.monotonic() - started < within
+    # `loopllama dev` waits for its Temporal child, so it is gone already.
+    assert temporal_processes(data_dir, temporal_port) == [], child.describe()
+    assert not port_accepts(temporal_port)
+
+
+# --- 1. dev: banner, API, UI, SIGTERM, restart on the same SQLite file -----------------
+
+
+def test_dev_serves_stops_on_sigterm_and_keeps_state_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    crashes: list[str] = []
+    api_port, temporal_port, ui_port = distinct_ports(3)
+    base = f"http://127.0.0.1:{api_port}"
+    dev = start_dev(tmp_path, data_dir, api_port, temporal_port, ui_port)
+    with cleanup(dev, data_dir=data_dir):
+        banner = wait_for_banner(dev)
+
+        # The banner lists the docs, the Temporal UI and a key it created and stored 0600.
+        assert f"{base}/docs" in banner
+        assert f"http://127.0.0.1:{ui_port}" in banner
+        match = BANNER_KEY.search(banner)
+        assert match, banner
+        key, how, where = match.groups()
+        assert how == "created"
+        key_file = data_dir / "api-key"
+        assert Path(where).resolve() == key_file.resolve()
+        assert key_file.read_text().strip() == key
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert len(key) >= 24
+
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base, timeout=15.0) as http:
+            health = http.get("/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["temporal"]["reachable"] is True
+
+            anonymous = http.get("/v1/workflows")
+            assert anonymous.status_code == 401, anonymous.text
+            assert anonymous.json()["error"]["type"] == "authentication_error"
+
+            listed = http.get("/v1/workflows", headers=auth)
+            assert listed.status_code == 200, listed.text
+            assert isinstance(listed.json()["data"], list)
+
+            assert http.get("/docs").status_code == 200
+
+            created = http.post("/v1/workflows", json=CREW, headers=auth)
+            assert created.status_code == 201, created.text
+            workflow_id = created.json()["data"]["id"]
+
+        # The Temporal UI answers (it may finish starting a moment after the frontend).
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=5.0).status_code < 500,
+            within=15, what="Temporal UI answers",
+        )
+        assert temporal_processes(data_dir, temporal_port), "no Temporal child found"
+
+        assert_stopped_cleanly(dev, data_dir, temporal_port, crashes)
+        assert (data_dir / "temporal.db").is_file()
+
+    # Again, on the same data directory: same key (kept), same SQLite file, same workflow.
+    api_port, temporal_port, ui_port = distinct_ports(3)
+    base = f"http://127.0.0.1:{api_port}"
+    again = start_dev(tmp_path, data_dir, api_port, temporal_port, ui_port)
+    with cleanup(again, data_dir=data_dir):
+        banner = wait_for_banner(again)
+        match = BANNER_KEY.search(banner)
+        assert match, banner
+        assert match.group(1) == key
+        assert match.group(2) == "kept"
+        with httpx.Client(base_url=base, timeout=15.0, headers=auth) as http:
+            fetched = http.get(f"/v1/workflows/{workflow_id}")
+            assert fetched.status_code == 200, fetched.text
+            assert fetched.json()["data"]["name"] == "keep me"
+            assert workflow_id in [w["id"] for w in http.get("/v1/workflows").json()["data"]]
+        assert_stopped_cleanly(again, data_dir, temporal_port, crashes)
+    xfail_if_crashed(crashes)
+
+
+# --- 2. SIGKILL of dev: the Temporal child dies with it ---------------------------------
+
+
+def test_sigkill_of_dev_does_not_orphan_temporal(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    api_port, temporal_port, ui_port = distinct_ports(3)
+    dev = start_dev(tmp_path, data_dir, api_port, temporal_port, ui_port)
+    with cleanup(dev, data_dir=data_dir):
+        wait_for_banner(dev)
+        children = temporal_processes(data_dir, temporal_port)
+        assert children, "no Temporal child found"
+        for pid in children:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            assert ppid == dev.pid
+
+        dev.signal(signal.SIGKILL)
+        assert dev.wait(10) == -signal.SIGKILL
+        # PR_SET_PDEATHSIG: the kernel sends the orphan SIGTERM; it shuts down on its own.
+        wait_until(
+            lambda: temporal_processes(data_dir, temporal_port) == [],
+            within=15, what="the Temporal child exits after its parent was SIGKILLed",
+        )
+        wait_until(lambda: not port_accepts(temporal_port), within=5,
+                   what="the Temporal port is released")
+
+
+# --- 3. api / worker refuse to start without what they need -----------------------------
+
+
+API = ["api", "--port", "0"]  # never binds: the settings are refused first
+BAD_ADDRESS = {"LOOPLLAMA_API_KEY": "a-key", "TEMPORAL_ADDRESS": "temporal-no-port"}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named", "exit_code"),
+    [
+        pytest.param(API, {"TEMPORAL_ADDRESS": "127.0.0.1:7233"}, "LOOPLLAMA_API_KEY", None,
+                     id="api-without-key"),
+        pytest.param(API, {"LOOPLLAMA_API_KEY": "a-key"}, "TEMPORAL_ADDRESS", None,
+                     id="api-without-address"),
+        pytest.param(["worker"], {}, "TEMPORAL_ADDRESS", None, id="worker-without-address"),
+        pytest.param(API, BAD_ADDRESS, "TEMPORAL_ADDRESS", 2, id="api-malformed-address"),
+        pytest.param(["worker"], BAD_ADDRESS, "TEMPORAL_ADDRESS", 2,
+                     id="worker-malformed-address"),
+        pytest.param(["dev"], BAD_ADDRESS, "TEMPORAL_ADDRESS", 2, id="dev-malformed-address"),
+    ],
+)
+def test_refuses_to_start_without_what_it_needs(
+    args: list[str], env: dict[str, str], named: str, exit_code: int | None, tmp_path: Path
+) -> None:
+    """Exits quickly, non-zero, naming the variable, without a traceback."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [*loopllama_command(), *args], env=child_env(tmp_path / "data", **env),
+            cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"still running after 30s: {err.stderr!r}") from None
+    took = time.monotonic() - started
+    assert done.returncode != 0, done.stderr
+    if exit_code is not None:
+        assert done.returncode == exit_code, done.stderr
+    assert named in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    if env is BAD_ADDRESS:
+        assert "temporal-no-port" in done.stderr  # names the bad value
+        assert "127.0.0.1:7233" in done.stderr  # and shows an example
+    # "Quickly": no connection attempt and no waiting, only Python start-up (~2-3 s).
+    assert took < 15, took
+
+
+# --- 4. api + worker as separate processes against an existing server -------------------
+
+
+def test_api_and_worker_processes_share_a_task_queue(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    key = f"key-{uuid.uuid4().hex}"
+    queue = f"tq-cli-{uuid.uuid4().hex[:10]}"
+    env = child_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=dev_server.address,
+        TEMPORAL_TASK_QUEUE=queue,
+        LOOPLLAMA_API_KEY=key,
+    )
+    api_port = free_port()
+    base = f"http://127.0.0.1:{api_port}"
+    worker = Child(["worker"], env=env, cwd=tmp_path)
+    api = Child(["api", "--port", str(api_port)], env=env, cwd=tmp_path)
+    with cleanup(worker, api):
+        worker.wait_for_output(f"polling task queue {queue!r}", within=30)
+        api.wait_for_output(f"LoopLlama API on {base}", within=30)
+        with httpx.Client(
+            base_url=base, timeout=20.0, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
+            health = http.get("/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["temporal"]["reachable"] is True
+            assert health.json()["temporal"]["task_queue"] == queue
+
+            created = http.post("/v1/workflows", json=CREW)
+            assert created.status_code == 201, created.text
+            workflow_id = created.json()["data"]["id"]
+            # Pausing is an update the worker applies: it proves both share the queue.
+            paused = http.post(f"/v1/workflows/{workflow_id}/pause")
+            assert paused.status_code == 200, paused.text
+            assert paused.json()["data"]["status"] == "paused"
+            fetched = http.get(f"/v1/workflows/{workflow_id}")
+            assert fetched.json()["data"]["status"] == "paused"
+
+        worker.signal(signal.SIGTERM)
+        api.signal(signal.SIGTERM)
+        started = time.monotonic()
+        api_code = api.wait(15)
+        worker_code = worker.wait(max(1.0, 15 - (time.monotonic() - started)))
+        assert time.monotonic() - started < 15
+        assert "LoopLlama worker stopped." in worker.stderr, worker.describe()
+        crashes: list[str] = []
+        assert_exit_zero(api, api_code, crashes)
+        assert_exit_zero(worker, worker_code, crashes)
+        xfail_if_crashed(crashes)
+
+
+def sigterm_is_caught(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: cli/serve.py run_api (lines 179-180) and run_worker (lines 192-193) install "
+    "the SIGINT/SIGTERM handlers (_stop_event) before connect_and_prepare, which never "
+    "looks at the stop event: while Temporal is unreachable, SIGTERM and Ctrl-C are "
+    "swallowed and the process only exits when the 30 s connect deadline expires "
+    "(exit 1, 'Cannot reach Temporal')",
+)
+def test_sigterm_while_waiting_for_temporal_stops_api_and_worker_promptly(
+    tmp_path: Path,
+) -> None:
+    env = child_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # nothing listens there
+        LOOPLLAMA_API_KEY="a-key",
+    )
+    api = Child(["api", "--port", str(free_port())], env=env, cwd=tmp_path)
+    worker = Child(["worker"], env=env, cwd=tmp_path)
+    with cleanup(api, worker):
+        for child in (api, worker):
+            # Signal only once the process handles SIGTERM itself (i.e. it is connecting).
+            wait_until(lambda child=child: child.proc.poll() is None
+                       and sigterm_is_caught(child.pid),
+                       within=30, what=f"{child.args[0]} installs its SIGTERM handler")
+        api.signal(signal.SIGTERM)
+        worker.signal(signal.SIGTERM)
+        started = time.monotonic()
+        for child in (api, worker):
+            child.wait(max(1.0, 6 - (time.monotonic() - started)))
+            assert "Traceback" not in child.stderr, child.describe()
+
+
+# --- 5. dev on a taken port -----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: cli/serve.py _serve_api (lines 91-103) expects uvicorn's serve() to return "
+    "with started=False when it cannot bind, then raise SystemExit('The API could not "
+    "listen on host:port (is the port in use?).'). uvicorn 0.54 instead calls sys.exit(3) "
+    "inside the serve task; SystemExit escapes the event loop, asyncio.run cancels every "
+    "task at once (including the Temporal worker's own), and either (a) the process exits "
+    "3 with asyncio's 'Task exception was never retrieved' traceback and never prints the "
+    "friendly message, or (b) for `dev`, intermittently, Worker.__aexit__ waits forever "
+    "for a shutdown its cancelled run task never completes: the process hangs, ignores "
+    "SIGTERM and keeps its Temporal child running; `api` intermittently hangs at interpreter "
+    "exit instead (the cancelled background connect of api/temporal_connection.py leaves a "
+    "Rust future that deadlocks temporalio's runtime teardown)",
+)
+@pytest.mark.parametrize("command", ["dev", "api"])
+def test_taken_api_port_exits_with_a_message_and_leaves_no_temporal(
+    command: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    api_port, temporal_port, ui_port = distinct_ports(3)
+    data_dir = tmp_path / "data"
+    if command == "dev":
+        args = ["dev", "--port", str(api_port), "--temporal-port", str(temporal_port),
+                "--ui-port", str(ui_port)]
+        env = child_env(data_dir)
+    else:
+        server: DevServer = request.getfixturevalue("dev_server")
+        args = ["api", "--port", str(api_port)]
+        env = child_env(data_dir, TEMPORAL_ADDRESS=server.address, LOOPLLAMA_API_KEY="k")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", api_port))
+        blocker.listen()
+        child = Child(args, env=env, cwd=tmp_path)
+        with cleanup(child, data_dir=data_dir):
+            # Normally a few seconds (for dev: Temporal starts, then stops again).
+            code = child.wait(12)
+            assert code != 0, child.describe()
+            assert "LoopLlama is running." not in child.stdout
+            assert f"could not listen on 127.0.0.1:{api_port}" in child.stderr, child.describe()
+            assert "Traceback" not in child.stderr, child.describe()
+            if command == "dev":
+                assert temporal_processes(data_dir, temporal_port) == [], child.describe()
+                assert not port_accepts(temporal_port)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: core/devserver.py DevServer.start (the readiness loop, lines 128-139) "
+    "returns the first client that answers on ip:port without checking that the answer "
+    "comes from its own child: when another Temporal already listens on --temporal-port, "
+    "the child dies at once ('bind: address already in use' in temporal.log) but "
+    "`loopllama dev` carries on against the foreign server, printing a banner that claims "
+    "'(embedded, data in <data dir>/temporal.db)'",
+)
+def test_dev_refuses_a_temporal_port_already_in_use(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    api_port, ui_port = distinct_ports(2)
+    dev = start_dev(tmp_path, data_dir, api_port, dev_server.port, ui_port)
+    with cleanup(dev, data_dir=data_dir):
+        deadline = time.monotonic() + 40
+        while dev.proc.poll() is None and "LoopLlama is running." not in dev.stdout:
+            assert time.monotonic() < deadline, dev.describe()
+            time.sleep(0.1)
+        if dev.proc.poll() is None:
+            dev.signal(signal.SIGTERM)
+        code = dev.wait(20)
+        assert "LoopLlama is running." not in dev.stdout, dev.describe()
+        assert code != 0, dev.describe()
+        assert str(dev_server.port) in dev.stderr, dev.describe()
+
+
+# --- 6. argument parsing --------------------------------------------------------------------
+
+
+def test_help_lists_the_subcommands(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*loopllama_command(), "--help"], env=child_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    for command in ("dev", "api", "worker"):
+        assert re.search(rf"^\s+{command}\s", done.stdout, re.MULTILINE), done.stdout
+
+
+@pytest.mark.parametrize("args", [["launch-rockets"], []])
+def test_unknown_or_missing_subcommand_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*loopllama_command(), *args], env=child_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "usage: loopllama" in done.stderr
