@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     # Server-side commands import Temporal and the workflows: only when needed.
     from cli.server_commands import run_server_command
 
-    return run_server_command(args)
+    code = run_server_command(args)
+    # Everything is stopped and said; leave without interpreter finalization, during which
+    # the Temporal SDK's native threads can still call into Python and abort the process
+    # ("PyGILState_Release ... finalizing"), turning a clean exit 0 into SIGABRT.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

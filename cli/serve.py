@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -61,8 +62,36 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def connect_and_prepare(settings: Settings, address: str, *, wait: float = 30.0) -> Client:
-    """Connect (retrying while the server comes up) and create what the namespace lacks."""
+class StartupError(RuntimeError):
+    """A process could not start; the message says why and what to do."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived before the process got going."""
+
+
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    """Take the API's port first, so a busy port fails fast, before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise StartupError(
+            f"The API could not listen on {host}:{port} ({err.strerror}); pick another "
+            "--port or stop what uses it."
+        ) from None
+    return sock
+
+
+async def connect_and_prepare(settings: Settings, address: str, stop: asyncio.Event, *,
+                              wait: float = 30.0) -> Client:
+    """Connect (retrying while the server comes up) and create what the namespace lacks.
+
+    Gives up after `wait` seconds, or at once when `stop` is set (Ctrl-C, SIGTERM).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
@@ -71,42 +100,50 @@ async def connect_and_prepare(settings: Settings, address: str, *, wait: float =
             break
         except RuntimeError as err:
             if loop.time() > deadline:
-                raise SystemExit(
+                raise StartupError(
                     f"Cannot reach Temporal at {address} ({err}). Start it, or fix "
                     "TEMPORAL_ADDRESS."
                 ) from None
-            await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        if stop.is_set():
+            raise Stopped()
     for item in await ensure_namespace_ready(client):
         log.info("Created %s", item)
     return client
 
 
-async def _serve_api(settings: Settings, host: str, port: int, stop: asyncio.Event,
-                     on_started: Callable[[], None] | None = None) -> None:
+async def _serve_api(settings: Settings, listener: socket.socket, stop: asyncio.Event,
+                     on_started: Callable[[], None]) -> None:
     # The API makes its own client (with short retries, so outages answer 503 fast).
-    config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
-    )
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
     server = _QuietSignalsServer(config)
-    serve = asyncio.create_task(server.serve())
+    serve = asyncio.create_task(server.serve(sockets=[listener]))
     # uvicorn offers no start-up hook; watch its flag so the banner never lies.
     while not server.started and not serve.done() and not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    if server.started and on_started is not None:
+    if server.started:
         on_started()
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
     await serve
     stopper.cancel()
-    if not server.started:
-        raise SystemExit(f"The API could not listen on {host}:{port} (is the port in use?).")
 
 
 async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: int,
                   ui_port: int) -> None:
     """Embedded Temporal + worker + API in one process tree, until Ctrl-C / SIGTERM."""
     stop = _stop_event()
+    with bind_api_socket(host, port) as listener, contextlib.ExitStack() as cleanup:
+        await _run_dev(settings, stop, listener, cleanup, host=host, port=port,
+                       temporal_port=temporal_port, ui_port=ui_port)
+    print("LoopLlama stopped.", flush=True)
+
+
+async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.socket,
+                   cleanup: contextlib.ExitStack, *, host: str, port: int, temporal_port: int,
+                   ui_port: int) -> None:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     key_note = "the key in LOOPLLAMA_API_KEY"
@@ -119,6 +156,7 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
     if settings.smtp_url is None:
         outbox = Outbox(data_dir / "outbox")
         outbox.start()
+        cleanup.callback(outbox.stop)
         settings = replace(settings, smtp_url=Secret(outbox.url))
 
     server: DevServer | None = None
@@ -138,20 +176,17 @@ async def run_dev(settings: Settings, *, host: str, port: int, temporal_port: in
         ui_url = None
     try:
         settings = replace(settings, temporal_address=address)
-        client = await connect_and_prepare(settings, address)
+        client = await connect_and_prepare(settings, address, stop)
         async with build_worker(client, settings):
             await _serve_api(
-                settings, host, port, stop,
+                settings, listener, stop,
                 on_started=lambda: _print_banner(
-                host, port, address, ui_url, key_note, server, outbox
+                    host, port, address, ui_url, key_note, server, outbox
                 ),
             )
     finally:
         if server is not None:
             await server.stop()
-        if outbox is not None:
-            outbox.stop()
-    print("LoopLlama stopped.", flush=True)
 
 
 def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_note: str,
@@ -177,20 +212,21 @@ async def run_api(settings: Settings, *, host: str, port: int) -> None:
     settings.require_api_keys()
     address = settings.require_temporal_address()
     stop = _stop_event()
-    await connect_and_prepare(settings, address)
-    await _serve_api(
-        settings, host, port, stop,
-        on_started=lambda: print(
-            f"LoopLlama API on http://{host}:{port} (Temporal {address}).", flush=True
-        ),
-    )
+    with bind_api_socket(host, port) as listener:
+        await connect_and_prepare(settings, address, stop)
+        await _serve_api(
+            settings, listener, stop,
+            on_started=lambda: print(
+                f"LoopLlama API on http://{host}:{port} (Temporal {address}).", flush=True
+            ),
+        )
 
 
 async def run_worker(settings: Settings) -> None:
     """The worker alone, against an existing Temporal server."""
     address = settings.require_temporal_address()
     stop = _stop_event()
-    client = await connect_and_prepare(settings, address)
+    client = await connect_and_prepare(settings, address, stop)
     async with build_worker(client, settings):
         print(
             f"LoopLlama worker polling task queue {settings.temporal_task_queue!r} "

@@ -58,9 +58,12 @@ def run_server_command(args: argparse.Namespace) -> int:
     except RPCError as err:
         print(f"loopllama: Temporal answered: {err.message}", file=sys.stderr)
         return 1
-    except (SettingsError, DevServerError, TemporalSetupError) as err:
+    except (SettingsError, DevServerError, TemporalSetupError, serve.StartupError) as err:
         print(f"loopllama: {err}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, SettingsError) else 1
+    except serve.Stopped:
+        print("loopllama: stopped before it started.", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         return 130
     return 0

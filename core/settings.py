@@ -19,7 +19,8 @@ API_KEY_FILE = "api-key"
 # Where `loopllama dev` serves Temporal unless told otherwise.
 EMBEDDED_ADDRESS = "127.0.0.1:7233"
 
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+# host:port, or [IPv6]:port; the port 1-65535.
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 
 
 class SettingsError(ValueError):
@@ -64,7 +65,7 @@ class Settings:
             return value or None
 
         address = get("TEMPORAL_ADDRESS")
-        if address is not None and not _HOST_PORT.match(address):
+        if address is not None and not _is_host_port(address):
             raise SettingsError(
                 f"TEMPORAL_ADDRESS must be host:port (for example 127.0.0.1:7233), got {address!r}."
             )
@@ -116,6 +117,11 @@ class Settings:
                 "on an embedded server."
             )
         return self.temporal_address
+
+
+def _is_host_port(value: str) -> bool:
+    match = _HOST_PORT.match(value)
+    return match is not None and 1 <= int(match.group(1)) <= 65535
 
 
 def parse_api_keys(raw: str | None) -> tuple[Secret, ...]:
