@@ -73,7 +73,10 @@ class Stopped(Exception):
 def bind_api_socket(host: str, port: int) -> socket.socket:
     """Take the API's port first, so a busy port fails fast, before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only for
+    # sockets that do. Without it every response waits ~40 ms for the client's delayed
+    # ACK (Nagle), as measured-facts.md warns about test fakes.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
