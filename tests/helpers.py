@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 
-from tests.conftest import eventually
+from api.app import create_app
+from core.settings import Settings
+from tests.conftest import eventually, free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RUN_KEYS = {
@@ -51,3 +58,37 @@ async def wait_for_status(api: httpx.AsyncClient, run_id: str, *statuses: str,
         return run if run["status"] in statuses else None
 
     return await eventually(check, within=within)
+
+
+@asynccontextmanager
+async def uvicorn_in_thread(settings: Settings) -> AsyncIterator[str]:
+    """The real app on a real uvicorn server on 127.0.0.1, in a thread; yields its URL.
+
+    For clients that need real HTTP (the sync SDK, CLI subprocesses). The app makes its
+    own Temporal connection in its lifespan, as `loopllama api` does.
+    """
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+            lifespan="on", timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as probe:
+
+            async def healthy() -> bool:
+                try:
+                    return (await probe.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, within=20)
+        yield url
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive(), "uvicorn did not stop within 10 s"

@@ -21,23 +21,20 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.client import Client
 
-from api.app import create_app
 from core.settings import Settings
 from loopllama import Run
 from tests.conftest import API_KEY, eventually, free_port
+from tests.helpers import uvicorn_in_thread
 from worker import build_worker
 
 OFFLINE = "loopllama-offline"
@@ -99,34 +96,6 @@ async def run_cli(
     return Done(args, proc.returncode, proc.stdout, proc.stderr)
 
 
-@asynccontextmanager
-async def uvicorn_in_thread(settings: Settings) -> AsyncIterator[str]:
-    """The real app on uvicorn on 127.0.0.1, in a thread; yields its URL once healthy."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-            lifespan="on", timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=2) as probe:
-
-            async def healthy() -> bool:
-                try:
-                    return (await probe.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(healthy, within=20)
-        yield url
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 10)
-        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
 @dataclass

@@ -28,6 +28,8 @@ async def test_a_retried_trigger_returns_the_same_run(api: httpx.AsyncClient, wo
     workflow = await create_workflow(api, OFFLINE_CREW)
     first = await post_run(api, workflow["id"], "once", "key-1")
     assert first.status_code == 202, first.text
+    # The request that created the run answers as the reference says: queued.
+    assert first.json()["data"]["status"] == "queued"
     run_id = first.json()["data"]["id"]
     await wait_for_status(api, run_id, "completed")
     # Even after completion, and after the workflow was paused, a retry finds that run.

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.client import Client
 
 import loopllama
@@ -54,6 +53,7 @@ from loopllama import (
     Workflow,
 )
 from tests.conftest import API_KEY, crew, eventually, free_port
+from tests.helpers import uvicorn_in_thread
 from worker import build_worker
 
 OFFLINE = "loopllama-offline"
@@ -94,34 +94,6 @@ async def sdk(temporal: Client, settings: Settings) -> AsyncIterator[AsyncLoopLl
         yield client
 
 
-@asynccontextmanager
-async def uvicorn_in_thread(settings: Settings) -> AsyncIterator[str]:
-    """The real app on a real uvicorn server on 127.0.0.1, in a thread; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-            lifespan="on", timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=2) as probe:
-
-            async def healthy() -> bool:
-                try:
-                    return (await probe.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(healthy, within=20)
-        yield url
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 10)
-        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
 def assert_utc(run_or_workflow: Run | Workflow) -> None:

@@ -91,6 +91,8 @@ class Definitions:
                 "This Idempotency-Key created a workflow that has since been deleted; send a "
                 "new key to create another."
             )
+        if created.created_at == definition.created_at:
+            return definition
         return _same_spec(created, spec)
 
     async def get(self, workflow_id: str) -> Workflow:

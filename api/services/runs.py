@@ -102,7 +102,11 @@ class Runs:
         ))
         await wait_until_listed(self._client, run.id)
         if idempotency_key is not None:
-            return _same_request(await self.get(run.id), request)
+            # A concurrent attempt with the same key may have started the run first; then
+            # answer with that run. This attempt's own run is answered as created: queued.
+            current = await self.get(run.id)
+            if current.created_at != run.created_at:
+                return _same_request(current, request)
         return run
 
     async def get(self, run_id: str) -> Run:
