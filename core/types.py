@@ -222,7 +222,6 @@ class Workflow(WorkflowSpec):
 # --- Runs -------------------------------------------------------------------------
 
 RunStatus = Literal["queued", "running", "waiting_input", "completed", "failed"]
-TERMINAL_STATUSES: tuple[RunStatus, ...] = ("completed", "failed")
 
 
 class Pending(BaseModel):
