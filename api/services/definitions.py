@@ -16,7 +16,7 @@ from temporalio.common import (
 )
 
 from api.errors import BadRequest, Conflict, NotFound
-from api.services.temporal_reads import (
+from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,

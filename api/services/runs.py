@@ -17,7 +17,7 @@ from temporalio.converter import DataConverter
 
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
-from api.services.temporal_reads import (
+from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,
