@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from core.validation_messages import describe_validation_errors
 
 MEMO_KEY = "workflow"
+# The Temporal workflow type of a definition: the API's reads filter on it.
+DEFINITION_WORKFLOW_TYPE = "CrewDefinition"
 # Error types the API maps to HTTP statuses (400 and 404).
 INVALID = "InvalidDefinitionChange"
 GONE = "DefinitionDeleted"
@@ -38,7 +40,7 @@ class StatusChange(BaseModel):
     status: WorkflowStatus
 
 
-@workflow.defn(name="CrewDefinition")
+@workflow.defn(name=DEFINITION_WORKFLOW_TYPE)
 class CrewDefinitionWorkflow:
     """One crew definition; lives until deleted."""
 

@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
 
 FAILED_RUN = "RunFailed"
 PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
+# The Temporal workflow type of a run: the UI shows it, and the API's reads filter on it.
+RUN_WORKFLOW_TYPE = "CrewRun"
 # Why a respond was refused; the API maps them to 409 and 400.
 NOT_WAITING = "RunNotWaiting"
 WRONG_ANSWER = "AnswerDoesNotFit"
@@ -77,7 +79,7 @@ class StepFailed(Exception):
     """An agent's step could not finish; the message is for the user."""
 
 
-@workflow.defn(name="CrewRun")
+@workflow.defn(name=RUN_WORKFLOW_TYPE)
 class CrewRunWorkflow:
     """Runs the crew snapshot it was started with, agent after agent."""
 

@@ -30,6 +30,7 @@ from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
 from core.types import Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
 from workflows.definition import (
+    DEFINITION_WORKFLOW_TYPE,
     GONE,
     INVALID,
     MEMO_KEY,
@@ -42,7 +43,6 @@ T = TypeVar("T")
 
 # Descriptions fetched at once when listing.
 LIST_CONCURRENCY = 16
-DEFINITION_TYPE = "CrewDefinition"
 
 
 class Definitions:
@@ -109,7 +109,7 @@ class Definitions:
         ids = [
             row.id
             async for row in self._client.list_workflows(
-                f"WorkflowType = '{DEFINITION_TYPE}' AND ExecutionStatus = 'Running'"
+                f"WorkflowType = '{DEFINITION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
             )
         ]
         limit = asyncio.Semaphore(LIST_CONCURRENCY)
@@ -151,7 +151,7 @@ class Definitions:
         description = await describe_or_none(self._client, workflow_id)
         if (
             description is None
-            or description.workflow_type != DEFINITION_TYPE
+            or description.workflow_type != DEFINITION_WORKFLOW_TYPE
             or not is_running(description)
         ):
             return None

@@ -36,9 +36,8 @@ from core.types import (
     TriggerRequest,
     respond_problem,
 )
-from workflows.run import NOT_WAITING, WRONG_ANSWER, CrewRunWorkflow
+from workflows.run import NOT_WAITING, RUN_WORKFLOW_TYPE, WRONG_ANSWER, CrewRunWorkflow
 
-RUN_TYPE = "CrewRun"
 LIST_LIMIT = 50
 LIST_PAGE_SIZE = 100
 # Creation times come from the API's clock, close times from Temporal's; allow for skew
@@ -120,7 +119,7 @@ class Runs:
         if not looks_like(RUN_PREFIX, run_id):
             return None
         description = await describe_or_none(self._client, run_id)
-        if description is None or description.workflow_type != RUN_TYPE:
+        if description is None or description.workflow_type != RUN_WORKFLOW_TYPE:
             return None
         return run_from_memo(await description.memo())
 
@@ -180,7 +179,7 @@ async def newest_runs(
     newest: list[tuple[datetime, str, Run]] = []  # a min-heap of the best `limit`
     last_close: datetime | None = None
     order_holds = True
-    query = f"WorkflowType = '{RUN_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
+    query = f"WorkflowType = '{RUN_WORKFLOW_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
     async for row in client.list_workflows(query, page_size=LIST_PAGE_SIZE):
         close = row.close_time
         if close is not None:
