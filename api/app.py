@@ -26,7 +26,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     Temporal is down and answers 503 until Temporal is reachable.
     """
     connection = TemporalConnection(
-        settings.temporal_address or "", settings.temporal_namespace, client
+        settings.temporal_address or "", settings.temporal_namespace, settings.blob_dir, client
     )
 
     @asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from temporalio.client import Client
 
@@ -24,9 +25,12 @@ RETRY_SECONDS = 1.0
 class TemporalConnection:
     """Holds the client once it exists."""
 
-    def __init__(self, address: str, namespace: str, client: Client | None = None) -> None:
+    def __init__(
+        self, address: str, namespace: str, blob_dir: Path, client: Client | None = None
+    ) -> None:
         self.address = address
         self.namespace = namespace
+        self.blob_dir = blob_dir
         self.client = client
         self._task: asyncio.Task[None] | None = None
 
@@ -47,7 +51,9 @@ class TemporalConnection:
         warned = False
         while self.client is None:
             try:
-                self.client = await connect(self.address, self.namespace, retry=API_RETRY)
+                self.client = await connect(
+                    self.address, self.namespace, blob_dir=self.blob_dir, retry=API_RETRY
+                )
             except RuntimeError:
                 if not warned:
                     log.warning("Temporal at %s is not reachable yet; retrying.", self.address)

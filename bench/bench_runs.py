@@ -980,7 +980,7 @@ async def run(plan: Plan, keep: bool) -> int:
             temporal = await server.start()
             await ensure_namespace_ready(temporal)
             assert server.process is not None
-            temporal = await connect(server.address, "default")
+            temporal = await connect(server.address, "default", blob_dir=tmp / "blobs")
             floor_client = await Client.connect(server.address)
 
             async def stop_children() -> None:
@@ -991,7 +991,8 @@ async def run(plan: Plan, keep: bool) -> int:
             api_port = free_port()
             ll_queue = f"bench-ll-{uuid.uuid4().hex[:8]}"
             floor_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
-            common = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": ll_queue}
+            common = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": ll_queue,
+                      "LOOPLLAMA_BLOB_DIR": str(tmp / "blobs")}
             py = sys.executable
             worker = start_child(
                 "loopllama worker", [py, "-m", "cli.main", "worker"],

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from core.blob_store import data_converter
 from core.settings import EMBEDDED_ADDRESS, Settings
 from core.temporal import connect
 from workflows.registry import WORKFLOWS
@@ -23,17 +23,19 @@ def history_from_file(file: Path, run_id: str | None = None) -> WorkflowHistory:
 async def fetch_history(settings: Settings, run_id: str) -> WorkflowHistory:
     """A run's history, straight from Temporal."""
     client = await connect(settings.temporal_address or EMBEDDED_ADDRESS,
-                           settings.temporal_namespace)
+                           settings.temporal_namespace, blob_dir=settings.blob_dir)
     return await client.get_workflow_handle(run_id).fetch_history()
 
 
-async def replay(history: WorkflowHistory, *, debug: bool = False) -> tuple[bool, str]:
-    """(deterministic, a line to print) for one history.
+async def replay(
+    history: WorkflowHistory, blob_dir: Path, *, debug: bool = False
+) -> tuple[bool, str]:
+    """(deterministic, a line to print) for one history, its large payloads in `blob_dir`.
 
     `debug` turns off the deadlock detector, so a breakpoint in workflow code can be
     held for as long as needed.
     """
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=data_converter(blob_dir),
                         debug_mode=debug)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     count = len(history.events)

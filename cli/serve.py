@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -21,7 +22,12 @@ from api.app import create_app
 from core.devserver import DevServer
 from core.outbox import Outbox
 from core.settings import API_KEY_FILE, Secret, Settings
-from core.temporal import connect, ensure_namespace_ready, extend_retention
+from core.temporal import (
+    connect,
+    ensure_namespace_ready,
+    extend_retention,
+    retention_shortfall,
+)
 from worker import build_worker
 
 log = logging.getLogger("loopllama")
@@ -99,7 +105,8 @@ async def connect_and_prepare(settings: Settings, address: str, stop: asyncio.Ev
     deadline = loop.time() + wait
     while True:
         try:
-            client = await connect(address, settings.temporal_namespace)
+            client = await connect(address, settings.temporal_namespace,
+                                   blob_dir=settings.blob_dir)
             break
         except RuntimeError as err:
             if loop.time() > deadline:
@@ -111,8 +118,12 @@ async def connect_and_prepare(settings: Settings, address: str, stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), 1.0)
         if stop.is_set():
             raise Stopped()
-    for item in await ensure_namespace_ready(client):
+    retention = timedelta(days=settings.retention_days)
+    for item in await ensure_namespace_ready(client, retention):
         log.info("Created %s", item)
+    warning = await retention_shortfall(client, retention)
+    if warning is not None:
+        log.warning("WARNING: %s", warning)
     return client
 
 
@@ -171,7 +182,9 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
         )
-        await extend_retention(await server.start())
+        await extend_retention(
+            await server.start(), timedelta(days=settings.retention_days)
+        )
         address = server.address
         ui_url = server.ui_url
     else:

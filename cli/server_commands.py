@@ -31,7 +31,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
         history = await fetch_history(settings, args.run_id)
     if args.export:
         export_history(history, args.export)
-    deterministic, line = await replay(history, debug=args.debug)
+    deterministic, line = await replay(history, settings.blob_dir, debug=args.debug)
     print(line)
     return 0 if deterministic else 1
 

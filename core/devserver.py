@@ -152,7 +152,10 @@ class DevServer:
                     f"(is port {self.port} already in use?). See {self.log_file}."
                 )
             try:
-                client = await connect(self.address, self.namespace)
+                # Set-up calls carry no payloads; the blob directory is the data directory's.
+                client = await connect(
+                    self.address, self.namespace, blob_dir=self.db_file.parent / "blobs"
+                )
                 await client.workflow_service.get_system_info(
                     GetSystemInfoRequest(), timeout=timedelta(seconds=2)
                 )

@@ -12,6 +12,7 @@ _BODY_LENGTH = 21
 WORKFLOW_PREFIX = "ckva"
 RUN_PREFIX = "ckrun"
 STEP_PREFIX = "ckstep"
+PAUSE_PREFIX = "ckpause"
 
 
 def _base36(number: int, length: int) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "loopllama"
 DEFAULT_DATA_DIR = ".loopllama"
+BLOB_SUBDIR = "blobs"
+DEFAULT_RETENTION_DAYS = 30
 API_KEY_FILE = "api-key"
 # Where `loopllama dev` serves Temporal unless told otherwise.
 EMBEDDED_ADDRESS = "127.0.0.1:7233"
@@ -54,6 +56,12 @@ class Settings:
     smtp_url: Secret | None = None
     smtp_from: str = "loopllama@localhost"
     http_allowlist: tuple[str, ...] = ()
+    # Where large payloads live (core/blob_store.py); None: `<data_dir>/blobs`.
+    blob_dir_override: Path | None = None
+    # How long Temporal keeps closed runs; namespaces LoopLlama creates get this.
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    # Cache breakpoints on Claude calls (LOOPLLAMA_PROMPT_CACHE=off sends none).
+    prompt_cache: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +91,14 @@ class Settings:
                 "smtps://user:pass@host:465."
             )
         anthropic_key = get("ANTHROPIC_API_KEY")
+        retention = get("LOOPLLAMA_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS)
+        if not retention.isdigit() or not 1 <= int(retention) <= 3650:
+            raise SettingsError(
+                f"LOOPLLAMA_RETENTION_DAYS must be a whole number of days from 1 to 3650, "
+                f"got {retention!r}."
+            )
+        blob_dir = get("LOOPLLAMA_BLOB_DIR")
+        prompt_cache = parse_switch("LOOPLLAMA_PROMPT_CACHE", get("LOOPLLAMA_PROMPT_CACHE"))
         return cls(
             api_keys=parse_api_keys(get("LOOPLLAMA_API_KEY")),
             data_dir=Path(get("LOOPLLAMA_DATA_DIR") or DEFAULT_DATA_DIR),
@@ -98,7 +114,15 @@ class Settings:
                 for h in (get("LOOPLLAMA_HTTP_ALLOWLIST") or "").split(",")
                 if h.strip()
             ),
+            blob_dir_override=Path(blob_dir) if blob_dir else None,
+            retention_days=int(retention),
+            prompt_cache=prompt_cache,
         )
+
+    @property
+    def blob_dir(self) -> Path:
+        """The directory of large payloads; every API and worker process must share it."""
+        return self.blob_dir_override or self.data_dir / BLOB_SUBDIR
 
     def require_api_keys(self) -> None:
         """Refuse to serve the API without at least one key."""
@@ -122,6 +146,19 @@ class Settings:
 def _is_host_port(value: str) -> bool:
     match = _HOST_PORT.match(value)
     return match is not None and 1 <= int(match.group(1)) <= 65535
+
+
+_SWITCH_VALUES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def parse_switch(name: str, raw: str | None, default: bool = True) -> bool:
+    """An on/off variable: on/true/1 or off/false/0 (any case); unset means `default`."""
+    if raw is None:
+        return default
+    value = _SWITCH_VALUES.get(raw.lower())
+    if value is None:
+        raise SettingsError(f"{name} must be on or off (or true/false, 1/0), got {raw!r}.")
+    return value
 
 
 def parse_api_keys(raw: str | None) -> tuple[Secret, ...]:

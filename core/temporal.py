@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType
@@ -19,8 +20,10 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
+
+from core.blob_store import data_converter
+from core.settings import DEFAULT_RETENTION_DAYS
 
 # Search attributes that make runs filterable in the Temporal UI and listable by the API.
 SA_WORKFLOW_ID = SearchAttributeKey.for_keyword("LoopLlamaWorkflowId")
@@ -29,7 +32,7 @@ SA_CREATED_AT = SearchAttributeKey.for_datetime("LoopLlamaCreatedAt")
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (SA_WORKFLOW_ID, SA_STATUS, SA_CREATED_AT)
 
 # How long Temporal keeps closed runs (and deleted definitions) before purging them.
-DEFAULT_RETENTION = timedelta(days=30)
+DEFAULT_RETENTION = timedelta(days=DEFAULT_RETENTION_DAYS)
 
 
 class TemporalSetupError(RuntimeError):
@@ -53,13 +56,14 @@ MEMO_WARN_BYTES = 512 * 1024
 
 
 async def connect(
-    address: str, namespace: str, *, retry: RetryConfig | None = None
+    address: str, namespace: str, *, blob_dir: Path, retry: RetryConfig | None = None
 ) -> Client:
-    """A client that speaks pydantic models, as every LoopLlama process uses."""
+    """A client that speaks pydantic models and keeps large payloads in `blob_dir`, as
+    every LoopLlama process does."""
     return await Client.connect(
         address,
         namespace=namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(blob_dir),
         retry_config=retry,
         payload_limits=PayloadLimitsConfig(memo_warn_size=MEMO_WARN_BYTES),
     )
@@ -87,8 +91,33 @@ async def extend_retention(client: Client, retention: timedelta = DEFAULT_RETENT
     return True
 
 
-async def ensure_namespace_ready(client: Client) -> list[str]:
-    """Create the namespace and register missing search attributes.
+async def retention_shortfall(client: Client, retention: timedelta) -> str | None:
+    """A warning when the namespace keeps closed runs for less than `retention`."""
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=client.namespace)
+    )
+    kept = described.config.workflow_execution_retention_ttl.ToTimedelta()
+    if kept >= retention:
+        return None
+    return (
+        f"Temporal namespace {client.namespace!r} keeps closed runs for only {_days(kept)}, "
+        f"less than the {_days(retention)} LoopLlama is configured for "
+        "(LOOPLLAMA_RETENTION_DAYS): finished runs will answer 404 after that. Raise it with "
+        f"`temporal operator namespace update --namespace {client.namespace} "
+        f"--retention {int(retention.total_seconds() // 3600)}h`."
+    )
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+async def ensure_namespace_ready(
+    client: Client, retention: timedelta = DEFAULT_RETENTION
+) -> list[str]:
+    """Create the namespace (keeping closed runs for `retention`) and register missing
+    search attributes.
 
     Returns what it had to add, so callers can say so. Raises `TemporalSetupError`
     naming exactly what is missing when the server refuses (e.g. Temporal Cloud, where
@@ -104,11 +133,11 @@ async def ensure_namespace_ready(client: Client) -> list[str]:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
         try:
-            retention = Duration()
-            retention.FromTimedelta(DEFAULT_RETENTION)
+            ttl = Duration()
+            ttl.FromTimedelta(retention)
             await client.workflow_service.register_namespace(
                 RegisterNamespaceRequest(
-                    namespace=namespace, workflow_execution_retention_period=retention
+                    namespace=namespace, workflow_execution_retention_period=ttl
                 )
             )
         except RPCError as reg_err:

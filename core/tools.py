@@ -86,9 +86,12 @@ def tool_definitions(
 
 def input_problem(schema: dict[str, Any], tool_input: Any) -> str | None:
     """Why `tool_input` does not fit `schema`, or None when it does."""
-    errors = sorted(
-        Draft202012Validator(schema).iter_errors(tool_input), key=lambda e: list(e.path)
-    )
+    try:
+        errors = sorted(
+            Draft202012Validator(schema).iter_errors(tool_input), key=lambda e: list(e.path)
+        )
+    except Exception as err:  # noqa: BLE001 - a schema that cannot be applied is a tool error
+        return f"the tool's input schema could not be applied ({type(err).__name__}: {err})"
     if not errors:
         return None
     first = errors[0]

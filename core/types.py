@@ -22,6 +22,9 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from core.timefmt import format_timestamp
 
@@ -107,7 +110,44 @@ class CustomTool(_Strict):
             Draft202012Validator.check_schema(value)
         except SchemaError as err:
             raise ValueError(f"input_schema is not a valid JSON schema: {err.message}") from None
+        problem = unresolvable_ref(value)
+        if problem is not None:
+            raise ValueError(f"input_schema: {problem}")
         return value
+
+
+_SCHEMA_BASE = "urn:loopllama:tool-input-schema"
+
+
+def unresolvable_ref(schema: dict[str, Any]) -> str | None:
+    """Why a `$ref` in `schema` cannot be followed, or None when all of them can.
+
+    Only references inside the schema itself are allowed: a remote one would be fetched
+    (or fail) at the first tool call, inside a running run.
+    """
+    resolver = Registry().with_resource(
+        _SCHEMA_BASE, DRAFT202012.create_resource(schema)
+    ).resolver(base_uri=_SCHEMA_BASE)
+    for ref in _refs(schema):
+        if not ref.startswith("#"):
+            return (
+                f"$ref {ref!r} points outside the schema; only references inside it "
+                "(such as '#/$defs/address') are allowed"
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {ref!r} does not resolve inside the schema; define its target"
+    return None
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, list):
+        return [ref for item in node for ref in _refs(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+    return found + [ref for value in node.values() for ref in _refs(value)]
 
 
 class HumanInTheLoop(_Strict):
@@ -221,7 +261,10 @@ class Workflow(WorkflowSpec):
 
 # --- Runs -------------------------------------------------------------------------
 
-RunStatus = Literal["queued", "running", "waiting_input", "completed", "failed"]
+# `cancelled` extends the reference's statuses (POST /v1/runs/{id}/cancel, or a cancel
+# from the Temporal UI); every other status is the reference's own.
+RunStatus = Literal["queued", "running", "waiting_input", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 
 
 class Pending(BaseModel):
@@ -231,6 +274,10 @@ class Pending(BaseModel):
     prompt: str
     tool: str | None = None
     tool_input: dict[str, Any] | None = None
+    # Stable for one pause, new for the next (an extension: `respond` may name it as
+    # `pause_id`, so a late or repeated answer cannot land on a later pause). None only
+    # in memos written before pause ids existed.
+    id: str | None = None
 
     @model_serializer(mode="wrap")
     def _approval_fields_only_for_approvals(self, handler: Any) -> dict[str, Any]:
@@ -238,6 +285,8 @@ class Pending(BaseModel):
         if self.kind == "input":
             data.pop("tool", None)
             data.pop("tool_input", None)
+        if data.get("id") is None:
+            data.pop("id", None)
         return data
 
 
@@ -253,6 +302,8 @@ class Step(BaseModel):
     error: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
 
@@ -269,6 +320,8 @@ class Run(BaseModel):
     total_steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     created_at: Timestamp
@@ -296,6 +349,19 @@ class RespondRequest(_Strict):
     action: Literal["input", "approve", "reject"]
     input: str | None = Field(default=None, max_length=MAX_RUN_INPUT)
     reason: str | None = Field(default=None, max_length=4000)
+    # An extension: the `pending.id` this answers. A mismatch is refused (409), so a
+    # retried or late answer never lands on a later pause. Unset: the current pause.
+    pause_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+def stale_answer(pending: Pending, answer: RespondRequest) -> str | None:
+    """Why `answer` is for another pause than `pending` (a 409), or None."""
+    if answer.pause_id is None or answer.pause_id == pending.id:
+        return None
+    return (
+        f"That pause was already answered: pause_id {answer.pause_id!r} is not the run's "
+        f"current pause ({pending.id!r}). GET the run to see what it waits for now."
+    )
 
 
 def respond_problem(pending: Pending, answer: RespondRequest) -> str | None:
@@ -377,8 +443,12 @@ class ModelResponse(BaseModel):
 
     content: list[dict[str, Any]]
     stop_reason: str | None = None
+    # Every input token the model read: uncached + written to the cache + read from it.
     tokens_in: int = 0
     tokens_out: int = 0
+    # The parts of tokens_in read from / written to the prompt cache.
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
 
     def text(self) -> str:
         """The concatenated text blocks."""

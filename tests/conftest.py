@@ -84,11 +84,11 @@ async def dev_server(data_dir: Path) -> AsyncIterator[DevServer]:
 
 
 @pytest.fixture(scope="session")
-async def temporal(dev_server: DevServer) -> Client:
+async def temporal(dev_server: DevServer, data_dir: Path) -> Client:
     """A client of the session's dev server."""
     from core.temporal import connect
 
-    return await connect(dev_server.address, "default")
+    return await connect(dev_server.address, "default", blob_dir=data_dir / "blobs")
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +157,7 @@ def worker_process_env(settings: Settings) -> dict[str, str]:
         LOOPLLAMA_SMTP_URL=settings.smtp_url.value if settings.smtp_url else "",
         LOOPLLAMA_SMTP_FROM=settings.smtp_from,
         LOOPLLAMA_HTTP_ALLOWLIST=",".join(settings.http_allowlist),
+        LOOPLLAMA_BLOB_DIR=str(settings.blob_dir),
     )
     return env
 

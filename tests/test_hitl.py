@@ -31,6 +31,7 @@ from worker import build_worker
 
 EMAIL = {"to": "bob@example.com", "subject": "Launch day", "body": "We launch on Monday."}
 MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@loopllama>$")
+PAUSE_ID = re.compile(r"^ckpause[0-9a-z]{21}$")
 CRM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"contact": {"type": "string"}, "note": {"type": "string"}},
@@ -171,7 +172,9 @@ async def test_question_then_answer_goes_back_as_the_tool_result(
     run_id = (await trigger(api, workflow["id"], "Write the launch note."))["id"]
 
     paused = await wait_for_status(api, run_id, "waiting_input")
-    assert paused["pending"] == {"kind": "input", "prompt": "Which tone?"}
+    assert paused["pending"] == {"kind": "input", "prompt": "Which tone?",
+                                 "id": paused["pending"]["id"]}
+    assert PAUSE_ID.match(paused["pending"]["id"])
     assert paused["output"] is None and paused["finished_at"] is None
     assert [(s["role"], s["output"]) for s in paused["steps"]] == [("writer", None)]
     # Reads are stable while paused, and the list shows the pause too.
@@ -229,7 +232,7 @@ async def test_approve_sends_exactly_the_email_the_agent_wrote(
 
     paused = await wait_for_status(api, run_id, "waiting_input")
     pending = paused["pending"]
-    assert set(pending) == {"kind", "prompt", "tool", "tool_input"}
+    assert set(pending) == {"kind", "prompt", "tool", "tool_input", "id"}
     assert (pending["kind"], pending["tool"], pending["tool_input"]) == (
         "approval", "send_email", EMAIL
     )
@@ -306,12 +309,15 @@ async def test_several_pauses_across_two_steps(
 
     # Pause 1, in step 1.
     paused = await wait_for_status(api, run_id, "waiting_input")
+    first_pause = paused["pending"].pop("id")
     assert paused["pending"] == {"kind": "input", "prompt": "Who is the audience?"}
     assert [s["role"] for s in paused["steps"]] == ["planner"]
     await respond_ok(api, run_id, {"action": "input", "input": "SMB owners"})
 
     # Pause 2, a question in step 2.
     paused = await wait_for_status(api, run_id, "waiting_input")
+    # Each pause has its own id.
+    assert paused["pending"].pop("id") not in (None, first_pause)
     assert paused["pending"] == {"kind": "input", "prompt": "Which tone?"}
     planner_step, mailer_step = paused["steps"]
     assert planner_step["output"] == "Plan: tell SMB owners."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
@@ -11,10 +12,10 @@ from core.temporal import SEARCH_ATTRIBUTES, connect, ensure_namespace_ready
 
 
 async def test_a_fresh_namespace_is_created_with_search_attributes(
-    dev_server: DevServer,
+    dev_server: DevServer, tmp_path: Path,
 ) -> None:
     namespace = f"fresh-{uuid.uuid4().hex[:8]}"
-    client = await connect(dev_server.address, namespace)
+    client = await connect(dev_server.address, namespace, blob_dir=tmp_path / "blobs")
     added = await ensure_namespace_ready(client)
     assert added[0] == f"namespace {namespace}"
     assert sorted(added[1:]) == sorted(f"search attribute {k.name}" for k in SEARCH_ATTRIBUTES)

@@ -6,20 +6,28 @@ a `describe` (no replay, no worker needed) and always as current as the workflow
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import NondeterminismError
 
 with workflow.unsafe.imports_passed_through():
     from activities.anthropic_model import NOT_CONFIGURED, REJECTED, AnthropicModel
     from activities.email_tool import EmailTool
     from activities.http_tools import HttpTools
     from activities.offline_model import offline_messages
-    from core.ids import STEP_PREFIX, id_from_uuid
+    from core.ids import PAUSE_PREFIX, STEP_PREFIX, id_from_uuid
     from core.prompts import build_step_input
     from core.run_memo import run_memo
     from core.temporal import SA_STATUS
@@ -41,15 +49,24 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
         ToolResult,
         respond_problem,
+        stale_answer,
     )
 
 FAILED_RUN = "RunFailed"
 PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
+PUBLISH_CANCELLED = "publish-cancelled"
 # The Temporal workflow type of a run: the UI shows it, and the API's reads filter on it.
 RUN_WORKFLOW_TYPE = "CrewRun"
 # Why a respond was refused; the API maps them to 409 and 400.
 NOT_WAITING = "RunNotWaiting"
 WRONG_ANSWER = "AnswerDoesNotFit"
+STALE_ANSWER = "PauseAlreadyAnswered"
+
+# Temporal refuses a history past 50K events or 50 MB; a run stops short of that with a
+# clear failure instead. Large texts live outside the history (core/blob_store.py), so
+# these are reached only by very long tool loops.
+HISTORY_EVENT_BUDGET = 40_000
+HISTORY_BYTES_BUDGET = 40 * 1024 * 1024
 
 MODEL_CALL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -89,6 +106,7 @@ class CrewRunWorkflow:
         self._answer: RespondRequest | None = None
         self._coalesce = False
         self._unpublished: dict[int, Step] | None = None
+        self._pauses = 0
         self._run = Run(
             id=start.run_id,
             workflow_id=start.workflow_id,
@@ -102,12 +120,38 @@ class CrewRunWorkflow:
 
         The steps live in the memo; returning them too would repeat every output once
         per later step (in the step inputs) and could outgrow Temporal's payload limit.
+
+        Every way out ends the run with a status: completed, failed (a step failed, or
+        the workflow code raised something unexpected) or cancelled. Only nondeterminism
+        fails the workflow task instead, so a fixed deploy can pick the run up again.
         """
         # Runs started before this version published on every change; they must replay
         # doing so. Newer runs publish once per workflow task (see `_publish`).
         self._coalesce = workflow.patched(PUBLISH_ONCE_PER_TASK)
         self._run.started_at = self._now()
         self._set_status("running")
+        try:
+            await self._run_crew(start)
+        except StepFailed as failure:
+            self._end_failed(str(failure))
+        except NondeterminismError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every other path must end the run
+            if is_cancelled_exception(err):
+                self._end_cancelled()
+                raise
+            workflow.logger.exception("Run %s hit an unexpected error", self._run.id)
+            self._end_failed(
+                f"internal error in the run workflow ({type(err).__name__}: {err}); "
+                "the worker log has the details"
+            )
+        except asyncio.CancelledError:
+            self._end_cancelled()
+            raise
+        self._finish("completed")
+        return self._run.model_copy(update={"steps": []})
+
+    async def _run_crew(self, start: RunInput) -> None:
         prior: list[tuple[str, str]] = []
         for order, agent in enumerate(start.crew):
             step = Step(
@@ -121,23 +165,46 @@ class CrewRunWorkflow:
             self._run.steps.append(step)
             self._run.total_steps = len(self._run.steps)
             self._publish(step)
-            try:
-                output = await self._run_agent(agent, step)
-            except StepFailed as failure:
-                step.error = str(failure)
-                step.finished_at = self._now()
-                self._run.error = f"Step {order + 1} ({agent.role}) failed: {failure}"
-                self._finish("failed", step)
-                raise ApplicationError(
-                    self._run.error, type=FAILED_RUN, non_retryable=True
-                ) from None
+            output = await self._run_agent(agent, step)
             step.output = output
             step.finished_at = self._now()
             self._publish(step)
             prior.append((agent.role, output))
         self._run.output = prior[-1][1] if prior else None
-        self._finish("completed")
-        return self._run.model_copy(update={"steps": []})
+
+    def _current_step(self) -> Step | None:
+        """The step that has started but not finished, if any."""
+        steps = self._run.steps
+        return steps[-1] if steps and steps[-1].finished_at is None else None
+
+    def _end_failed(self, reason: str) -> None:
+        """Record the failure in the run and fail the Temporal execution with it."""
+        step = self._current_step()
+        self._run.pending = None
+        if step is None:
+            self._run.error = f"Run failed: {reason}"
+            self._finish("failed")
+        else:
+            step.error = reason
+            step.finished_at = self._now()
+            self._run.error = f"Step {step.order + 1} ({step.role}) failed: {reason}"
+            self._finish("failed", step)
+        raise ApplicationError(self._run.error, type=FAILED_RUN, non_retryable=True) from None
+
+    def _end_cancelled(self) -> None:
+        """Publish the cancellation; the caller re-raises so Temporal records it."""
+        # Runs cancelled before this version ended without publishing; replaying them
+        # must issue no extra commands.
+        if not workflow.patched(PUBLISH_CANCELLED):
+            return
+        step = self._current_step()
+        self._run.pending = None
+        if step is None:
+            self._finish("cancelled")
+            return
+        step.error = "cancelled"
+        step.finished_at = self._now()
+        self._finish("cancelled", step)
 
     @workflow.query
     def get(self) -> Run:
@@ -162,6 +229,9 @@ class CrewRunWorkflow:
                 f"run is {self._run.status}, not waiting_input", type=NOT_WAITING,
                 non_retryable=True,
             )
+        stale = stale_answer(pending, answer)
+        if stale is not None:
+            raise ApplicationError(stale, type=STALE_ANSWER, non_retryable=True)
         problem = respond_problem(pending, answer)
         if problem is not None:
             raise ApplicationError(problem, type=WRONG_ANSWER, non_retryable=True)
@@ -227,6 +297,12 @@ class CrewRunWorkflow:
 
     async def _wait_for_human(self, pending: Pending) -> RespondRequest:
         self._answer = None
+        self._pauses += 1
+        # Deterministic without drawing on the workflow's random numbers (step ids do);
+        # Temporal's run id changes on a reset, so a retried step's pauses get new ids.
+        pending.id = id_from_uuid(
+            PAUSE_PREFIX, uuid.uuid5(uuid.NAMESPACE_URL, f"{workflow.info().run_id}/{self._pauses}")
+        )
         self._run.pending = pending
         self._set_status("waiting_input")
         seconds = self._start.human_in_the_loop.input_timeout_seconds
@@ -256,6 +332,7 @@ class CrewRunWorkflow:
         activity: Any = {"send_email": EmailTool.send, "http_request": HttpTools.http_request}.get(
             name, HttpTools.custom_tool
         )
+        self._check_history_budget()
         self._flush()
         try:
             return await workflow.execute_activity(
@@ -268,8 +345,10 @@ class CrewRunWorkflow:
                 result_type=ToolResult,
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             return ToolResult(
-                content=f"The {name} tool failed: {_describe_activity_failure(err)}.",
+                content=f"The {name} tool failed: {_describe_activity_failure(err, 'tool')}.",
                 is_error=True,
             )
 
@@ -285,6 +364,7 @@ class CrewRunWorkflow:
             max_tokens=agent.max_tokens,
         )
         activity = offline_messages if agent.model == OFFLINE_MODEL else AnthropicModel.call
+        self._check_history_budget()
         self._flush()
         try:
             response = await workflow.execute_activity(
@@ -296,13 +376,29 @@ class CrewRunWorkflow:
                 summary=f"{agent.role} · {agent.model}",
             )
         except ActivityError as err:
-            raise StepFailed(_describe_activity_failure(err)) from None
+            if is_cancelled_exception(err):
+                raise
+            raise StepFailed(_describe_activity_failure(err, "model")) from None
         step.tokens_in += response.tokens_in
         step.tokens_out += response.tokens_out
+        step.tokens_in_cached += response.tokens_in_cached
+        step.tokens_in_cache_write += response.tokens_in_cache_write
         self._run.tokens_in += response.tokens_in
         self._run.tokens_out += response.tokens_out
+        self._run.tokens_in_cached += response.tokens_in_cached
+        self._run.tokens_in_cache_write += response.tokens_in_cache_write
         self._publish(step)
         return response
+
+    def _check_history_budget(self) -> None:
+        info = workflow.info()
+        events, size = info.get_current_history_length(), info.get_current_history_size()
+        if events > HISTORY_EVENT_BUDGET or size > HISTORY_BYTES_BUDGET:
+            raise StepFailed(
+                f"the run's Temporal history reached {events} events and "
+                f"{size / 1024 / 1024:.1f} MB, near Temporal's limits of 50,000 events and "
+                "50 MB per run; lower the agents' max_tool_rounds or split the crew"
+            )
 
     def _now(self) -> datetime:
         return truncate_to_millis(workflow.now())
@@ -337,12 +433,12 @@ class CrewRunWorkflow:
             self._unpublished = None
 
 
-def _describe_activity_failure(err: ActivityError) -> str:
+def _describe_activity_failure(err: ActivityError, what: str) -> str:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         if cause.non_retryable or cause.type in (REJECTED, NOT_CONFIGURED):
             return cause.message
         return f"{cause.message} (gave up after repeated retries)"
     if isinstance(cause, TimeoutError):
-        return "the model call timed out"
+        return f"the {what} call timed out"
     return str(cause or err)

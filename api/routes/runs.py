@@ -40,3 +40,17 @@ async def respond_to_run(run_id: str, body: RespondRequest, runs: RunsDep) -> JS
     """Answer a paused run's question or approval; 202 and the run resumes."""
     accepted = await runs.respond(run_id, body)
     return JSONResponse({"data": accepted.model_dump(mode="json")}, status_code=202)
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202)
+async def cancel_run(run_id: str, runs: RunsDep) -> JSONResponse:
+    """Cancel a run that has not ended (an extension); 202 with the run, `cancelled`
+    once the worker has stopped it. 409 when the run has already ended."""
+    return JSONResponse({"data": (await runs.cancel(run_id)).summary()}, status_code=202)
+
+
+@router.post("/runs/{run_id}/retry", status_code=202)
+async def retry_run(run_id: str, runs: RunsDep) -> JSONResponse:
+    """Go on with a failed run from its failed step (an extension); earlier steps keep
+    their outputs and are not called again. 409 unless the run is `failed`."""
+    return JSONResponse({"data": (await runs.retry(run_id)).summary()}, status_code=202)

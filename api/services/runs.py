@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.converter import DataConverter
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
+from api.services.run_retry import reset_point, reset_to
+from api.services.run_truth import reconcile
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
@@ -29,16 +32,27 @@ from core.run_memo import RUN_KEY, run_from_memo, run_memo
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
+    TERMINAL_STATUSES,
     RespondAccepted,
     RespondRequest,
     Run,
     RunInput,
     TriggerRequest,
     respond_problem,
+    stale_answer,
 )
-from workflows.run import NOT_WAITING, RUN_WORKFLOW_TYPE, WRONG_ANSWER, CrewRunWorkflow
+from workflows.run import (
+    NOT_WAITING,
+    RUN_WORKFLOW_TYPE,
+    STALE_ANSWER,
+    WRONG_ANSWER,
+    CrewRunWorkflow,
+)
 
 LIST_LIMIT = 50
+# A cancel answers once the run has ended, which an idle worker makes happen in
+# milliseconds; without a worker it answers after this with the run as it stands.
+CANCEL_WAIT_SECONDS = 5.0
 LIST_PAGE_SIZE = 100
 # Creation times come from the API's clock, close times from Temporal's; allow for skew
 # between them when deciding that no older-closing run can be among the newest.
@@ -116,12 +130,69 @@ class Runs:
         return run
 
     async def _find(self, run_id: str) -> Run | None:
+        found = await self._describe(run_id)
+        return found[0] if found is not None else None
+
+    async def _describe(self, run_id: str) -> tuple[Run, WorkflowExecutionDescription] | None:
+        """The run, reconciled with how its execution stands, and the execution."""
         if not looks_like(RUN_PREFIX, run_id):
             return None
         description = await describe_or_none(self._client, run_id)
         if description is None or description.workflow_type != RUN_WORKFLOW_TYPE:
             return None
-        return run_from_memo(await description.memo())
+        run = run_from_memo(await description.memo())
+        if run is None:
+            return None
+        run = await reconcile(
+            self._client, run, description.status, description.close_time, description.run_id
+        )
+        return run, description
+
+    async def cancel(self, run_id: str) -> Run:
+        """Ask Temporal to cancel the run; answer with it once it has ended (or soon).
+
+        The run's workflow catches the cancellation, cancels the call in flight and
+        publishes `cancelled`; with no worker running, that happens when one starts.
+        """
+        run, description = await self._require(run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise Conflict(
+                f"Run {run_id!r} is already {run.status}; only a run that has not ended can "
+                "be cancelled."
+            )
+        handle = self._client.get_workflow_handle(run_id, run_id=description.run_id)
+        try:
+            await handle.cancel()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # It closed between the read and the cancel; say how.
+            return await self.get(run_id)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.result(), CANCEL_WAIT_SECONDS)
+        return await self.get(run_id)
+
+    async def retry(self, run_id: str) -> Run:
+        """Go on with a failed run from its failed step (a Temporal reset; see run_retry)."""
+        run, description = await self._require(run_id)
+        if run.status != "failed":
+            raise Conflict(
+                f"Run {run_id!r} is {run.status}; only a failed run can be retried."
+            )
+        event_id = await reset_point(self._client, run, description.run_id)
+        if event_id is None:
+            raise Conflict(
+                f"Run {run_id!r} ended before it began any step, so there is nothing to "
+                "go on from; trigger a new run instead."
+            )
+        await reset_to(self._client, run, description.run_id, event_id)
+        return await self.get(run_id)
+
+    async def _require(self, run_id: str) -> tuple[Run, WorkflowExecutionDescription]:
+        found = await self._describe(run_id)
+        if found is None:
+            raise NotFound(f"No run with id {run_id!r}.")
+        return found
 
     async def respond(self, run_id: str, answer: RespondRequest) -> RespondAccepted:
         """Answer a paused run; race-free because the run itself checks and applies it."""
@@ -132,6 +203,9 @@ class Runs:
         )
         if run.status != "waiting_input" or run.pending is None:
             raise not_waiting
+        stale = stale_answer(run.pending, answer)
+        if stale is not None:
+            raise Conflict(stale)
         problem = respond_problem(run.pending, answer)
         if problem is not None:
             raise BadRequest(problem)
@@ -141,6 +215,7 @@ class Runs:
             handle.execute_update(CrewRunWorkflow.respond, answer, rpc_timeout=UPDATE_TIMEOUT),
             refusals={
                 NOT_WAITING: lambda _: not_waiting,
+                STALE_ANSWER: Conflict,
                 WRONG_ANSWER: BadRequest,
             },
             closed=not_waiting,
@@ -188,7 +263,7 @@ async def newest_runs(
             last_close = close
             if order_holds and len(newest) >= limit and close < newest[0][0] - skew:
                 break
-        run = await _run_of(row, client.data_converter)
+        run = await _run_of(row, client)
         if run is None:
             continue
         entry = (run.created_at, run.id, run)
@@ -199,11 +274,14 @@ async def newest_runs(
     return [run for _, _, run in sorted(newest, reverse=True)]
 
 
-async def _run_of(row: WorkflowExecution, converter: DataConverter) -> Run | None:
+async def _run_of(row: WorkflowExecution, client: Client) -> Run | None:
     # Decode the header alone: list items have no steps, and the step entries are most
     # of a long run's memo.
     payload = row.raw_info.memo.fields.get(RUN_KEY)
     if payload is None:
         return None
-    (header,) = await converter.decode([payload])
-    return run_from_memo({RUN_KEY: header}, with_steps=False)
+    (header,) = await client.data_converter.decode([payload])
+    run = run_from_memo({RUN_KEY: header}, with_steps=False)
+    if run is None:
+        return None
+    return await reconcile(client, run, row.status, row.close_time, row.run_id)
