@@ -19,7 +19,7 @@ import httpx
 from api.app import create_app
 from core.devserver import DevServer
 from core.settings import Secret, Settings
-from core.temporal import ensure_namespace_ready
+from core.temporal import connect, ensure_namespace_ready
 from tests.conftest import API_KEY, crew, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
@@ -27,6 +27,8 @@ from tests.helpers import create_workflow, trigger, wait_for_status
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
+# Large payloads of the recorded runs: histories hold references to these files.
+BLOBS = HISTORIES / "blobs"
 
 
 @dataclass
@@ -94,12 +96,68 @@ async def rejected_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     return await paused_run(api, {"action": "reject", "reason": "Not to Bob."})
 
 
+async def cancelled_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    tag = unique_tag()
+    fake.reply_text("too late", delay=30, when=for_role(tag, "writer"))
+    workflow = await create_workflow(api, crew("writer", tag=tag))
+    run = await trigger(api, workflow["id"], "Write slowly.")
+    await wait_for_status(api, run["id"], "running")
+    response = await api.post(f"/v1/runs/{run['id']}/cancel")
+    assert response.json()["data"]["status"] == "cancelled", response.text
+    return str(run["id"])
+
+
+async def retried_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    tag = unique_tag()
+    fake.reply_text("the plan", when=for_role(tag, "planner"))
+    fake.reply_error(400, message="bad request", when=for_role(tag, "writer"))
+    fake.reply_text("the brief", when=for_role(tag, "writer"))
+    workflow = await create_workflow(api, crew("planner", "writer", tag=tag))
+    run = await trigger(api, workflow["id"], "Draft a brief.")
+    await wait_for_status(api, run["id"], "failed", within=60)
+    response = await api.post(f"/v1/runs/{run['id']}/retry")
+    assert response.status_code == 202, response.text
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+async def pause_id_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    workflow = await create_workflow(
+        api, crew("mailer", model="loopllama-offline", tools=["send_email"]),
+        human_in_the_loop={"allow_input_requests": True,
+                           "approval_required_tools": ["send_email"]},
+    )
+    run = await trigger(api, workflow["id"], "Ask me about tone, then email bob@example.com.")
+    for body in ({"action": "input", "input": "Friendly."}, {"action": "approve"}):
+        paused = await wait_for_status(api, run["id"], "waiting_input")
+        response = await api.post(f"/v1/runs/{run['id']}/respond",
+                                  json={**body, "pause_id": paused["pending"]["id"]})
+        assert response.status_code == 202, response.text
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+async def big_outputs_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    tag = unique_tag()
+    for role in ("planner", "writer", "editor"):
+        fake.reply_text(f"{role}: " + "text " * 5_000, when=for_role(tag, role))
+    workflow = await create_workflow(api, crew("planner", "writer", "editor", tag=tag))
+    run = await trigger(api, workflow["id"], "Write at length.")
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
 SCENARIOS = [
     Scenario("run_completed", completed_run),
     Scenario("run_failed", failed_run),
     Scenario("run_offline_three_agents", offline_run),
     Scenario("run_question_then_approval", approved_run),
     Scenario("run_question_then_rejection", rejected_run),
+    Scenario("run_cancelled", cancelled_run),
+    Scenario("run_retried", retried_run),
+    Scenario("run_pause_ids", pause_id_run),
+    # Payloads over the offload threshold, kept in histories/blobs.
+    Scenario("run_big_outputs", big_outputs_run),
 ]
 
 
@@ -109,13 +167,13 @@ async def record(names: set[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake, FakeSmtp() as smtp:
         server = DevServer(db_file=Path(tmp) / "t.db", log_file=Path(tmp) / "t.log",
                            port=free_port(), ui_port=None)
-        client = await server.start()
+        await ensure_namespace_ready(await server.start())
         try:
-            await ensure_namespace_ready(client)
+            client = await connect(server.address, "default", blob_dir=BLOBS)
             settings = Settings(
                 api_keys=(Secret(API_KEY),), temporal_address=server.address,
                 temporal_task_queue="record", anthropic_api_key=Secret("sk-test"),
-                anthropic_base_url=fake.url, smtp_url=Secret(smtp.url),
+                anthropic_base_url=fake.url, smtp_url=Secret(smtp.url), blob_dir_override=BLOBS,
             )
             app = create_app(settings, client)
             async with build_worker(client, settings), httpx.AsyncClient(

@@ -11,16 +11,19 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from core.blob_store import data_converter
 from core.types import Run, RunInput
 from workflows.registry import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+FOLDER = Path(__file__).parent / "histories"
+HISTORIES = sorted(FOLDER.glob("*.json"))
+# The recorded runs' large payloads, which their histories reference.
+CONVERTER = data_converter(FOLDER / "blobs")
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -30,6 +33,8 @@ def load(path: Path) -> WorkflowHistory:
 SCENARIOS = {
     "run_completed", "run_failed", "run_question_then_approval", "run_question_then_rejection",
 }
+# Recorded since cancel, retry, pause ids and the blob store.
+LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs"}
 
 
 def test_there_are_histories_to_replay() -> None:
@@ -38,11 +43,12 @@ def test_there_are_histories_to_replay() -> None:
     # which still replay down the old branch.
     assert SCENARIOS <= names
     assert {f"v1_{name}" for name in SCENARIOS} <= names
+    assert LIFECYCLE <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays_deterministically(path: Path) -> None:
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=CONVERTER)
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 
@@ -58,7 +64,7 @@ class ReorderedCrewRun:
 
 
 async def test_an_incompatible_change_is_caught() -> None:
-    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=CONVERTER)
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(Path(__file__).parent / "histories" /
                                             "run_completed.json"))
@@ -76,3 +82,19 @@ def test_new_runs_publish_once_per_workflow_task() -> None:
     # Three agents, no tools: start + two step boundaries + finish.
     assert count_memo_events(folder / "run_offline_three_agents.json") == 4
     assert count_memo_events(folder / "v1_run_offline_three_agents.json") == 11
+
+
+def test_large_payloads_are_references_in_the_history() -> None:
+    history = (FOLDER / "run_big_outputs.json").read_text()
+    # Three 25 KB outputs: each is in the blob store, and the history names it.
+    assert history.count("externalPayloads") >= 6
+    assert len(history) < 40_000
+    assert len(list((FOLDER / "blobs").rglob("*"))) > 3
+
+
+def test_a_retried_run_replays_through_its_reset() -> None:
+    events = load(FOLDER / "run_retried.json").events
+    failed_tasks = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert [e.workflow_task_failed_event_attributes.cause for e in failed_tasks] == [
+        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
+    ]
