@@ -1,7 +1,8 @@
 """`loopllama workflows ...` and `loopllama runs ...`: the API from the command line.
 
 Built on the Python SDK. Every command takes `--json` for scripts. Exit codes: 0 done
-(for runs: completed), 1 failed (a failed run, or an error from the API), 2 usage.
+(for runs: completed), 1 failed (a failed or cancelled run, or an error from the API),
+2 usage.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def add_client_commands(commands: Any) -> None:
     choice.add_argument("--approve", action="store_true", help="approve the pending action")
     choice.add_argument("--reject", action="store_true", help="decline the pending action")
     respond.add_argument("--reason", help="with --reject: why, passed back to the agent")
+    respond.add_argument("--pause-id",
+                         help="the pending.id this answers; refused (409) once that pause "
+                              "was answered")
+    cancel = rn.add_parser("cancel", parents=[common], help="Cancel a run that has not ended.")
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    retry = rn.add_parser("retry", parents=[common],
+                          help="Go on with a failed run from its failed step.")
+    retry.add_argument("run_id", metavar="RUN_ID")
     watch = rn.add_parser("watch", parents=[common],
                           help="Follow a run live, answering pauses at a prompt.")
     watch.add_argument("run_id", metavar="RUN_ID")
@@ -209,8 +218,13 @@ def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
         return _exit_for(run)
     if args.action == "respond":
         action = "input" if args.answer is not None else "approve" if args.approve else "reject"
-        result = client.runs.respond(args.run_id, action, input=args.answer, reason=args.reason)
+        result = client.runs.respond(args.run_id, action, input=args.answer, reason=args.reason,
+                                     pause_id=args.pause_id)
         _emit(out, result) if args.json else print(f"{result.id}  {result.status}", file=out)
+        return EXIT_OK
+    if args.action in ("cancel", "retry"):
+        changed = getattr(client.runs, args.action)(args.run_id)
+        _emit(out, changed) if args.json else print(f"{changed.id}  {changed.status}", file=out)
         return EXIT_OK
     return _watch(client, args.run_id, args, out, err, stdin)
 
@@ -241,7 +255,7 @@ def _print_run(run: Run, out: TextIO) -> None:
 
 
 def _exit_for(run: Run) -> int:
-    return EXIT_FAILED if run.status == "failed" else EXIT_OK
+    return EXIT_FAILED if run.status in ("failed", "cancelled") else EXIT_OK
 
 
 def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
@@ -317,7 +331,8 @@ def _answer_pause(client: LoopLlama, run: Run, out: TextIO, stdin: TextIO) -> bo
             line = _ask("Reason (optional): ", out, stdin)
             reason = (line or "").strip() or None
     try:
-        client.runs.respond(run.id, action, input=text, reason=reason)
+        # The run itself: its pending.id goes along, so the answer lands on this pause.
+        client.runs.respond(run, action, input=text, reason=reason)
         print(f"  sent: {action}", file=out, flush=True)
     except ConflictError:
         print("  someone else answered first", file=out, flush=True)

@@ -207,13 +207,33 @@ class AsyncRuns:
         action: str,
         input: str | None = None,
         reason: str | None = None,
+        *,
+        pause_id: str | None = None,
     ) -> RespondResult:
         """Answer a paused run: action ``"input"`` (with `input`), ``"approve"`` or
-        ``"reject"`` (optional `reason`). `ConflictError` if the run is not paused,
-        `BadRequestError` if the action does not match `pending.kind`."""
+        ``"reject"`` (optional `reason`). `ConflictError` if the run is not paused or
+        the pause was already answered, `BadRequestError` if the action does not match
+        `pending.kind`.
+
+        The answer names its pause: `pause_id`, or the `pending.id` of `run` when you
+        pass the paused `Run` itself. Only an answer that names its pause is resent
+        after a dropped connection.
+        """
         return await self._client._request(
-            _core.respond_to_run(_core.run_id_of(run), action, input, reason)
+            _core.respond_to_run(
+                _core.run_id_of(run), action, input, reason, _core.pause_id_of(run, pause_id)
+            )
         )
+
+    async def cancel(self, run: str | Run) -> Run:
+        """Cancel a run that has not ended; returns it, ``cancelled`` once the worker
+        has stopped it. `ConflictError` if it has already ended."""
+        return await self._client._request(_core.cancel_run(_core.run_id_of(run)))
+
+    async def retry(self, run: str | Run) -> Run:
+        """Go on with a failed run from its failed step (earlier steps are not run
+        again). `ConflictError` unless the run is ``failed``."""
+        return await self._client._request(_core.retry_run(_core.run_id_of(run)))
 
     async def answer(self, run: str | Run, text: str) -> RespondResult:
         """Answer a paused run's question (pending kind ``"input"``)."""
@@ -235,7 +255,7 @@ class AsyncRuns:
         timeout: float | None = None,  # noqa: ASYNC109 - same API as LoopLlama.poll
         on_waiting_input: AsyncWaitingInputHandler | None = None,
     ) -> Run:
-        """Wait for the run to complete or fail, answering pauses with a callback.
+        """Wait for the run to complete, fail or be cancelled, answering pauses with a callback.
 
         GETs the run every `interval` seconds (at most 2 s, as the reference advises;
         values below 1 s are allowed for tests and local use). When the run is

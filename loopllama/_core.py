@@ -241,18 +241,44 @@ def get_run(run_id: str) -> Endpoint[Run]:
 
 
 def respond_to_run(
-    run_id: str, action: str, input: str | None = None, reason: str | None = None
+    run_id: str, action: str, input: str | None = None, reason: str | None = None,
+    pause_id: str | None = None,
 ) -> Endpoint[RespondResult]:
-    """POST /v1/runs/{id}/respond."""
+    """POST /v1/runs/{id}/respond.
+
+    With a `pause_id` the answer can only land on that pause (a resend after it was
+    taken gets 409), so it is safe to resend; without one it is never resent.
+    """
     body: dict[str, Any] = {"action": action}
     if input is not None:
         body["input"] = input
     if reason is not None:
         body["reason"] = reason
+    if pause_id is not None:
+        body["pause_id"] = pause_id
     return Endpoint(
         "POST", f"/v1/runs/{_seg(run_id)}/respond", _one(RespondResult), body,
-        replayable=False,
+        replayable=pause_id is not None,
     )
+
+
+def cancel_run(run_id: str) -> Endpoint[Run]:
+    """POST /v1/runs/{id}/cancel. Not resent after a dropped connection: a second
+    cancel of a run the first one ended answers 409."""
+    return Endpoint("POST", f"/v1/runs/{_seg(run_id)}/cancel", _one(Run), replayable=False)
+
+
+def retry_run(run_id: str) -> Endpoint[Run]:
+    """POST /v1/runs/{id}/retry. Not resent after a dropped connection, for the same
+    reason as cancel."""
+    return Endpoint("POST", f"/v1/runs/{_seg(run_id)}/retry", _one(Run), replayable=False)
+
+
+def pause_id_of(run: str | Run, pause_id: str | None) -> str | None:
+    """The pause an answer is for: the one given, else the paused run's own."""
+    if pause_id is not None or not isinstance(run, Run) or run.pending is None:
+        return pause_id
+    return run.pending.id
 
 
 def run_id_of(run: str | Run) -> str:
@@ -426,17 +452,22 @@ def poll_interval(interval: float) -> float:
 
 
 def _pause_key(run: Run) -> tuple[Any, ...]:
-    # Identifies one pause: a new pause always follows another model call, which moves
-    # the token counts, so an identical key means "the pause we already answered".
+    if run.pending is not None and run.pending.id is not None:
+        return (run.pending.id,)
+    # A server without pause ids: a new pause always follows another model call, which
+    # moves the token counts, so an identical key means "the pause we already answered".
     pending = run.pending.model_dump_json() if run.pending is not None else None
     return (pending, run.total_steps, run.tokens_in, run.tokens_out)
 
 
 def _reply_endpoint(run: Run, reply: Any) -> Endpoint[RespondResult]:
+    pause_id = run.pending.id if run.pending is not None else None
     if isinstance(reply, str):
-        return respond_to_run(run.id, "input", input=reply)
+        return respond_to_run(run.id, "input", input=reply, pause_id=pause_id)
     if isinstance(reply, Decision):
-        return respond_to_run(run.id, reply.action, input=reply.input, reason=reply.reason)
+        return respond_to_run(
+            run.id, reply.action, input=reply.input, reason=reply.reason, pause_id=pause_id
+        )
     raise TypeError(
         "on_waiting_input must return the answer text (str), loopllama.approve(), "
         f"loopllama.reject(reason), or None to answer later; got {type(reply).__name__}."
@@ -450,7 +481,7 @@ def poll_plan(
     timeout: float | None = None,
     on_waiting_input: OnWaitingInput | None = None,
 ) -> Plan[Run]:
-    """GET the run every `interval` seconds until it is completed or failed.
+    """GET the run every `interval` seconds until it is completed, failed or cancelled.
 
     On `waiting_input`: without a callback, return the paused run; with one, call it and
     send its reply with respond (None: reply later, keep polling), then keep polling. A

@@ -470,6 +470,31 @@ async def test_a_failed_run_exits_1(server: Server, temporal: Client, settings: 
         assert got.code == 1 and json.loads(got.out)["status"] == "failed", got
 
 
+async def test_cancel_and_retry(server: Server, temporal: Client, settings: Settings) -> None:
+    workflow_id = await server.create("claude", [
+        {"role": "writer", "model": "claude-sonnet-4-6", "instructions": "Write."}])
+    async with build_worker(temporal, replace(settings, anthropic_api_key=None)):
+        failed = await server.cli("runs", "trigger", workflow_id, "Write.", "--wait",
+                                  "--interval", FAST)
+    assert failed.code == 1, failed
+    (listed,) = await server.runs(workflow_id)
+    async with build_worker(temporal, settings):
+        retried = await server.cli("runs", "retry", listed["id"])
+        assert retried.code == 0 and retried.out.startswith(f"{listed['id']}  "), retried
+        watched = await server.cli("runs", "watch", listed["id"], "--interval", FAST)
+        assert watched.code == 0 and "completed" in watched.out.splitlines(), watched
+        again = await server.cli("runs", "retry", listed["id"])
+        assert again.code == 1 and "only a failed run" in again.err, again
+
+        asker = await server.create("ask", offline("asker"), {"allow_input_requests": True})
+        paused_id = await server.trigger(asker, "ask me about tone")
+        await server.until(paused_id, "waiting_input")
+        cancelled = await server.cli("runs", "cancel", paused_id)
+        assert cancelled.out.strip() == f"{paused_id}  cancelled", cancelled
+        got = await server.cli("runs", "get", paused_id)
+        assert got.code == 1 and got.out.startswith(f"{paused_id}  cancelled"), got
+
+
 # --- 4. Answering paused runs with `runs respond` --------------------------------------
 
 

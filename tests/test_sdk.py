@@ -775,3 +775,48 @@ async def test_sync_poll_answers_two_real_pauses_and_the_email_is_sent(
     assert run.status == "completed", run.error
     assert sorted(kinds) == ["approval", "input"]
     assert sink.recipients == [["bob@example.com"]]
+
+
+async def test_async_pause_ids_cancel_and_retry(
+    sdk: AsyncLoopLlama, worker: Any, temporal: Client, settings: Settings
+) -> None:
+    workflow = await sdk.workflows.create(name="hitl", crew=hitl_crew(), human_in_the_loop=HITL)
+    run = await sdk.runs.poll(await sdk.runs.trigger(workflow.id, HITL_INPUT), interval=FAST,
+                              timeout=30)
+    assert run.is_waiting and run.pending is not None and run.pending.id
+    first, first_pause = run, run.pending.id
+    # Passing the paused run sends its pause id: the answer is then safe to resend, and a
+    # resend after it was taken is refused instead of answering the next pause.
+    await sdk.runs.answer(first, "Use a friendly tone.")
+    second = await sdk.runs.poll(run.id, interval=FAST, timeout=30)
+    assert second.pending is not None and second.pending.id not in (None, first_pause)
+    with pytest.raises(ConflictError, match="already answered"):
+        await sdk.runs.answer(first, "Use a friendly tone.")
+    with pytest.raises(ConflictError, match="already answered"):
+        await sdk.runs.respond(second.id, "approve", pause_id=first_pause)
+
+    cancelled = await sdk.runs.cancel(second)
+    assert cancelled.status == "cancelled" and cancelled.is_terminal
+    assert cancelled.pending is None and cancelled.finished_at is not None
+    assert (await sdk.runs.poll(run.id, interval=FAST, timeout=5)).status == "cancelled"
+    with pytest.raises(ConflictError):
+        await sdk.runs.cancel(run.id)
+    with pytest.raises(ConflictError, match="only a failed run"):
+        await sdk.runs.retry(run.id)
+
+
+async def test_async_retry_a_failed_run(
+    sdk: AsyncLoopLlama, temporal: Client, settings: Settings
+) -> None:
+    # Without a model key the Claude step fails; with one, the retry completes it.
+    workflow = await sdk.workflows.create(name="retry", crew=[
+        {"role": "writer", "model": "claude-sonnet-4-6", "instructions": "Write."}])
+    async with build_worker(temporal, replace(settings, anthropic_api_key=None)):
+        failed = await sdk.runs.trigger_and_poll(workflow.id, "Write.", interval=FAST,
+                                                 timeout=30)
+    assert failed.status == "failed" and failed.error
+    async with build_worker(temporal, settings):
+        retried = await sdk.runs.retry(failed)
+        assert retried.id == failed.id and retried.error is None
+        done = await sdk.runs.poll(failed.id, interval=FAST, timeout=30)
+    assert done.status == "completed" and done.error is None
