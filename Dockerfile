@@ -13,10 +13,13 @@ COPY . .
 RUN pip install --no-cache-dir . \
     && cd / \
     && rm -rf /src \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin loopllama
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin loopllama \
+    && mkdir -p /var/lib/loopllama/blobs \
+    && chown -R loopllama /var/lib/loopllama
 
 # Non-root. The working directory is the user's home, so the default data directory
-# (.loopllama, or LOOPLLAMA_DATA_DIR) is writable.
+# (.loopllama, or LOOPLLAMA_DATA_DIR) is writable; so is the blob store's mount point
+# (a named volume starts with the ownership it has here).
 USER loopllama
 WORKDIR /home/loopllama
 

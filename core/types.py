@@ -268,26 +268,16 @@ TERMINAL_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 
 
 class Pending(BaseModel):
-    """What a paused run waits for."""
+    """What a paused run waits for. `tool` and `tool_input` appear for approvals only."""
 
     kind: Literal["input", "approval"]
     prompt: str
-    tool: str | None = None
-    tool_input: dict[str, Any] | None = None
+    tool: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    tool_input: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
     # Stable for one pause, new for the next (an extension: `respond` may name it as
     # `pause_id`, so a late or repeated answer cannot land on a later pause). None only
     # in memos written before pause ids existed.
-    id: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _approval_fields_only_for_approvals(self, handler: Any) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.kind == "input":
-            data.pop("tool", None)
-            data.pop("tool_input", None)
-        if data.get("id") is None:
-            data.pop("id", None)
-        return data
+    id: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Step(BaseModel):
@@ -308,8 +298,9 @@ class Step(BaseModel):
     finished_at: Timestamp | None = None
 
 
-class Run(BaseModel):
-    """The run object of the reference, steps included."""
+class RunSummary(BaseModel):
+    """The run object without `steps`: list items and the trigger, cancel and retry
+    answers."""
 
     id: str
     workflow_id: str
@@ -326,6 +317,11 @@ class Run(BaseModel):
     finished_at: Timestamp | None = None
     created_at: Timestamp
     pending: Pending | None = None
+
+
+class Run(RunSummary):
+    """The run object of the reference, steps included."""
+
     steps: list[Step] = Field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:

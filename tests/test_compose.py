@@ -353,3 +353,14 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     assert {".git", ".venv", ".loopllama", ".env", ".pytest_cache"} <= patterns
     assert any("__pycache__" in pattern for pattern in patterns)
     assert not {"pyproject.toml", "core", "cli", "api"} & patterns, "needed by pip install ."
+
+
+def test_api_and_worker_share_retention_and_the_blob_store() -> None:
+    api, worker = service("api"), service("worker")
+    for svc in (api, worker):
+        env = environment(svc)
+        assert env["LOOPLLAMA_RETENTION_DAYS"] == "30"
+        assert f"blobs:{env['LOOPLLAMA_BLOB_DIR']}" in svc["volumes"]
+    assert "blobs" in load_compose()["volumes"]
+    # The auto-setup image's own namespace keeps runs as long as LoopLlama expects.
+    assert environment(service("temporal"))["DEFAULT_NAMESPACE_RETENTION"] == "720h"

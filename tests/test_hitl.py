@@ -927,7 +927,7 @@ async def test_quick_start_offline_question_then_approval(
     run_id = (await trigger(api, workflow["id"], text))["id"]
     first = await wait_for_status(api, run_id, "waiting_input", "completed", "failed")
     assert first["status"] == "waiting_input", first
-    assert set(first["pending"]) == {"kind", "prompt"}
+    assert set(first["pending"]) == {"kind", "prompt", "id"}
     assert first["pending"]["kind"] == "input" and first["pending"]["prompt"]
     await respond_ok(api, run_id, {"action": "input", "input": "Warm and brief."})
 

@@ -437,3 +437,16 @@ async def test_retention_is_set_on_create_and_a_short_one_is_reported(
     warning = await retention_shortfall(client, timedelta(days=30))
     assert warning is not None
     assert "only 7 days" in warning and "LOOPLLAMA_RETENTION_DAYS" in warning
+
+
+async def test_the_openapi_schema_documents_cancel_retry_and_pause_ids(
+    api: httpx.AsyncClient,
+) -> None:
+    schema = (await api.get("/openapi.json")).json()
+    statuses = schema["components"]["schemas"]["RunSummary"]["properties"]["status"]["enum"]
+    assert statuses == ["queued", "running", "waiting_input", "completed", "failed", "cancelled"]
+    for verb in ("cancel", "retry"):
+        responses = schema["paths"][f"/v1/runs/{{run_id}}/{verb}"]["post"]["responses"]
+        assert {"202", "404", "409"} <= set(responses)
+    assert "pause_id" in schema["components"]["schemas"]["RespondRequest"]["properties"]
+    assert "id" in schema["components"]["schemas"]["Pending"]["properties"]
