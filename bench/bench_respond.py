@@ -24,21 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.bench_runs import (
-    CLAUDE_MODEL,
-    Child,
-    child_env,
-    free_port,
-    median_ms,
-    pct_ms,
-    start_child,
-    sync_http,
-    wait_for,
-)
-from core.devserver import DevServer
-from core.temporal import ensure_namespace_ready
+from bench.bench_runs import CLAUDE_MODEL
+from bench.processes import median_ms, pct_ms, sync_http
+from bench.stack import loopllama_stack
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -87,41 +75,10 @@ def measure(api_url: str, key: str, fake: FakeAnthropic, pauses: int) -> dict[st
 
 async def run(pauses: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="loopllama-bench-respond-"))
-    children: list[Child] = []
     try:
         with FakeAnthropic() as fake:
-            server = DevServer(db_file=tmp / "t.db", log_file=tmp / "t.log", port=free_port(),
-                               ui_port=None)
-            try:
-                await ensure_namespace_ready(await server.start())
-                queue = f"bench-respond-{uuid.uuid4().hex[:6]}"
-                key = f"bench-{uuid.uuid4().hex}"
-                port = free_port()
-                common = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": queue}
-                py = sys.executable
-                worker = start_child("worker", [py, "-m", "cli.main", "worker"],
-                                     child_env(**common, ANTHROPIC_API_KEY="sk-bench",
-                                               ANTHROPIC_BASE_URL=fake.url),
-                                     tmp / "worker.log")
-                children.append(worker)
-                api = start_child("api", [py, "-m", "cli.main", "api", "--port", str(port)],
-                                  child_env(**common, LOOPLLAMA_API_KEY=key), tmp / "api.log")
-                children.append(api)
-                url = f"http://127.0.0.1:{port}"
-
-                async def ready() -> bool:
-                    async with httpx.AsyncClient(timeout=2) as http:
-                        return (await http.get(f"{url}/health")).status_code == 200
-
-                async def polling() -> bool:
-                    return "worker polling" in worker.log.read_text(errors="replace")
-
-                await wait_for("worker", polling, 60, worker)
-                await wait_for("api", ready, 60, api)
-                results = await asyncio.to_thread(measure, url, key, fake, pauses)
-            finally:
-                await asyncio.gather(*(child.stop() for child in children))
-                await server.stop()
+            async with loopllama_stack(tmp, fake) as stack:
+                results = await asyncio.to_thread(measure, stack.url, stack.key, fake, pauses)
         report(results, pauses)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

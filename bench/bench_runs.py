@@ -24,13 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,13 +50,23 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from api.services.definitions import Definitions
 from api.services.runs import Runs
 from bench.floor import READY_LINE, FloorEntityWorkflow, FloorWorkflow
+from bench.processes import (
+    NODELAY,
+    Child,
+    child_env,
+    cpu_seconds,
+    free_port,
+    median_ms,
+    pct_ms,
+    start_child,
+    sync_http,
+    wait_for,
+)
 from core.devserver import DevServer, find_temporal_binary
 from core.temporal import SA_WORKFLOW_ID, connect, ensure_namespace_ready
 from core.types import TriggerRequest
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, system_text, text_reply
 
-REPO = Path(__file__).resolve().parent.parent
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 CLAUDE_MODEL = "claude-sonnet-4-6"
 # Every model call gets this same instant answer, so a 3-step and a 15-step run differ only
 # in length (an echo would double the text at every step).
@@ -101,25 +109,6 @@ QUICK = Plan("quick", latency_runs=8, in_flight=60, throughput_rounds=1, read_ca
 # ------------------------------------------------------------------------------ helpers
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def median_ms(values: Sequence[float]) -> float:
-    """Median of seconds, in milliseconds."""
-    return statistics.median(values) * 1000.0
-
-
-def pct_ms(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of seconds, in milliseconds."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[rank - 1] * 1000.0
-
-
 def parse_ts(value: str | None) -> float:
     """An API timestamp as POSIX seconds."""
     if not value:
@@ -127,111 +116,8 @@ def parse_ts(value: str | None) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process `pid` (all its threads)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _die_with_parent() -> None:
-    # Children get SIGTERM if this process dies without cleaning up (e.g. SIGKILL).
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 class Aborted(Exception):
     """The benchmark is shutting down; loops running in threads stop at the next call."""
-
-
-@dataclass
-class Child:
-    """A child process with its log file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise RuntimeError(f"{self.name} exited with code {code}:\n{self.tail()}")
-
-    async def stop(self, grace: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.process.wait, grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await asyncio.to_thread(self.process.wait, 5.0)
-
-
-def start_child(name: str, argv: list[str], env: dict[str, str], log: Path) -> Child:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )
-    return Child(name, process, log)
-
-
-async def wait_for(
-    what: str, check: Callable[[], Awaitable[bool]], within: float, child: Child | None = None,
-    *, interval: float = 0.1,
-) -> None:
-    """Poll `check` until true; fail after `within` seconds (or when `child` died)."""
-    deadline = time.monotonic() + within
-    while True:
-        if child is not None:
-            child.check_alive()
-        with contextlib.suppress(Exception):
-            if await check():
-                return
-        if time.monotonic() > deadline:
-            tail = f"\n{child.tail()}" if child is not None else ""
-            raise RuntimeError(f"{what} not ready within {within:.0f}s{tail}")
-        await asyncio.sleep(interval)
-
-
-def child_env(**values: str) -> dict[str, str]:
-    """This environment without LoopLlama/Temporal/Anthropic settings, plus `values`."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("LOOPLLAMA_", "TEMPORAL_", "ANTHROPIC_"))
-    }
-    env.update(values)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def sync_http(base_url: str, key: str) -> httpx.Client:
-    """One keep-alive HTTP/1.1 connection, Nagle off, for sequential latency loops."""
-    return httpx.Client(
-        base_url=base_url,
-        headers={"Authorization": f"Bearer {key}"},
-        transport=httpx.HTTPTransport(socket_options=NODELAY),
-        timeout=30.0,
-    )
 
 
 def crew(roles: int, tag: str) -> list[dict[str, Any]]:
