@@ -147,6 +147,24 @@ async def big_outputs_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     return str(run["id"])
 
 
+async def definition_lifecycle(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    workflow = await create_workflow(
+        api, crew("planner", "writer", model="loopllama-offline"),
+        tools=[{"name": "crm_update", "description": "Update a contact.",
+                "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "url": "https://crm.example.com/update"}],
+        human_in_the_loop={"allow_input_requests": True, "input_timeout_seconds": 600},
+    )
+    path = f"/v1/workflows/{workflow['id']}"
+    for method, suffix, body in (
+        ("PATCH", "", {"name": "renamed", "crew": crew("writer", model="loopllama-offline")}),
+        ("POST", "/pause", None), ("POST", "/resume", None), ("DELETE", "", None),
+    ):
+        response = await api.request(method, path + suffix, json=body)
+        assert response.status_code < 300, response.text
+    return str(workflow["id"])
+
+
 SCENARIOS = [
     Scenario("run_completed", completed_run),
     Scenario("run_failed", failed_run),
@@ -158,6 +176,7 @@ SCENARIOS = [
     Scenario("run_pause_ids", pause_id_run),
     # Payloads over the offload threshold, kept in histories/blobs.
     Scenario("run_big_outputs", big_outputs_run),
+    Scenario("definition_lifecycle", definition_lifecycle),
 ]
 
 

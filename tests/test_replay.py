@@ -35,6 +35,8 @@ SCENARIOS = {
 }
 # Recorded since cancel, retry, pause ids and the blob store.
 LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs"}
+# A crew definition created, patched, paused, resumed and deleted.
+DEFINITIONS = {"definition_lifecycle"}
 
 
 def test_there_are_histories_to_replay() -> None:
@@ -44,6 +46,7 @@ def test_there_are_histories_to_replay() -> None:
     assert SCENARIOS <= names
     assert {f"v1_{name}" for name in SCENARIOS} <= names
     assert LIFECYCLE <= names
+    assert DEFINITIONS <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
