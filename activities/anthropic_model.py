@@ -1,4 +1,28 @@
-"""The Claude model call: one Messages API request per activity attempt."""
+"""The Claude model call: one Messages API request per activity attempt.
+
+Every call asks for prompt caching (unless the worker's settings turn it off). Anthropic
+caches a prompt *prefix*, in the order tools → system → messages, up to a block marked
+with `cache_control`; a later request whose prefix is byte-for-byte the same reads it at
+a tenth of the input price, after one write at 1.25×. A call carries at most two or three
+of the four breakpoints a request may have (`cache_breakpoints`):
+
+1. after the tools and the system prompt (on the system prompt, or on the last tool when
+   there is none), which are the same for every call an agent makes, in every run of its
+   workflow: long instructions are written once, then read at a tenth of the price for
+   as long as calls keep coming within five minutes;
+2. when the agent has tools, on the last block of the latest message, so the next round
+   of its tool loop (this conversation plus one answer and its tool results) reads all
+   of it from the cache;
+3. with tools, on the last block of the message that ended the previous round's request,
+   where that round wrote its cache entry. The API only looks about 20 blocks back from
+   a breakpoint for an earlier entry, and a round with many parallel tool calls adds
+   more than that; this breakpoint finds the entry wherever it is, and writes nothing.
+
+A prefix shorter than the model's minimum (1,024 to 4,096 tokens, depending on the
+model) is simply not cached: the request is billed as if it had no breakpoints, so
+marking short prompts costs nothing. The markers are added here, in the activity, so
+workflow histories hold the provider-neutral request and replay is unaffected.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +43,14 @@ NOT_CONFIGURED = "ModelNotConfigured"
 
 _MAX_RETRY_AFTER = timedelta(minutes=5)
 
+# The default five-minute cache; a read refreshes it, and the rounds of a tool loop and
+# the runs of a busy workflow come well within that. The one-hour cache costs 2× to write.
+EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
+# The Messages API refuses a request with more breakpoints than this.
+MAX_BREAKPOINTS = 4
+# Blocks that may carry cache_control (not thinking blocks, not empty text).
+_MARKABLE = ("text", "tool_result", "tool_use", "image", "document")
+
 
 class AnthropicModel:
     """Calls Claude through one async client per worker.
@@ -27,8 +59,11 @@ class AnthropicModel:
     attempt is visible in the run's history and the UI.
     """
 
-    def __init__(self, client: anthropic.AsyncAnthropic | None) -> None:
+    def __init__(
+        self, client: anthropic.AsyncAnthropic | None, *, prompt_cache: bool = True
+    ) -> None:
         self._client = client
+        self._prompt_cache = prompt_cache
 
     @activity.defn(name="anthropic_messages")
     async def call(self, request: ModelRequest) -> ModelResponse:
@@ -40,15 +75,7 @@ class AnthropicModel:
                 type=NOT_CONFIGURED,
                 non_retryable=True,
             )
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "max_tokens": request.max_tokens,
-            "messages": request.messages,
-        }
-        if request.system:
-            kwargs["system"] = request.system
-        if request.tools:
-            kwargs["tools"] = request.tools
+        kwargs = messages_kwargs(request, prompt_cache=self._prompt_cache)
         try:
             async with heartbeating():
                 message = await self._client.messages.create(**kwargs)
@@ -59,12 +86,85 @@ class AnthropicModel:
             ) from None
         except anthropic.APIStatusError as err:
             raise classify_status_error(err) from None
+        usage = message.usage
+        # The API's input_tokens leaves out what was written to or read from the cache;
+        # tokens_in counts every input token the model read, so totals stay comparable
+        # with caching on and off.
+        written = usage.cache_creation_input_tokens or 0
+        read = usage.cache_read_input_tokens or 0
         return ModelResponse(
             content=[block.model_dump(mode="json", exclude_none=True) for block in message.content],
             stop_reason=message.stop_reason,
-            tokens_in=message.usage.input_tokens,
-            tokens_out=message.usage.output_tokens,
+            tokens_in=usage.input_tokens + written + read,
+            tokens_out=usage.output_tokens,
+            tokens_in_cached=read,
+            tokens_in_cache_write=written,
         )
+
+
+def messages_kwargs(request: ModelRequest, *, prompt_cache: bool) -> dict[str, Any]:
+    """The `messages.create` arguments for `request`, with cache breakpoints if asked."""
+    kwargs: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
+    if not prompt_cache:
+        kwargs["messages"] = request.messages
+        if request.system:
+            kwargs["system"] = request.system
+        if request.tools:
+            kwargs["tools"] = request.tools
+        return kwargs
+    system, tools, messages = cache_breakpoints(request.system, request.tools, request.messages)
+    kwargs["messages"] = messages
+    if system:
+        kwargs["system"] = system
+    if tools:
+        kwargs["tools"] = tools
+    return kwargs
+
+
+def cache_breakpoints(
+    system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """System blocks, tools and messages with the breakpoints the module doc describes.
+
+    Messages are marked only when tools are offered: without tools the agent answers in
+    one call, nothing re-sends its conversation, and writing it to the cache would cost
+    a quarter more for nothing. The inputs are not modified; a marked message whose
+    content is a string gets it as one text block (the same prompt to the API).
+    """
+    marks = 0
+    system_blocks: list[dict[str, Any]] = []
+    marked_tools = list(tools)
+    if system:
+        system_blocks = [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
+        marks += 1
+    elif marked_tools:
+        marked_tools[-1] = {**marked_tools[-1], "cache_control": dict(EPHEMERAL)}
+        marks += 1
+    marked = list(messages)
+    if not tools or not marked:
+        return system_blocks, marked_tools, marked
+    # The latest message, then the user message that ended the previous round's request.
+    latest = len(marked) - 1
+    earlier_users = [i for i in range(latest) if marked[i].get("role") == "user"]
+    for index in [latest, *earlier_users[-1:]]:
+        message = _with_last_block_marked(marked[index])
+        if message is not None and marks < MAX_BREAKPOINTS:
+            marked[index] = message
+            marks += 1
+    return system_blocks, marked_tools, marked
+
+
+def _with_last_block_marked(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of `message` with a breakpoint on its last block; None if it cannot take one."""
+    content = message.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content or not isinstance(content[-1], dict):
+        return None
+    last = content[-1]
+    if last.get("type") not in _MARKABLE or (last.get("type") == "text" and not last.get("text")):
+        return None
+    return {**message, "content": [*content[:-1], {**last, "cache_control": dict(EPHEMERAL)}]}
 
 
 def classify_status_error(err: anthropic.APIStatusError) -> ApplicationError:

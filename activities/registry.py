@@ -30,7 +30,7 @@ def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """The activity callables to register on a worker."""
-    model = AnthropicModel(anthropic_client(settings))
+    model = AnthropicModel(anthropic_client(settings), prompt_cache=settings.prompt_cache)
     smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
     email = EmailTool(smtp, settings.smtp_from)
     # Redirects are not followed: a redirect could lead past the allow-list.

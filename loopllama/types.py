@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 #: Every run status the API documents, in lifecycle order.
-RUN_STATUSES = ("queued", "running", "waiting_input", "completed", "failed")
-#: Statuses after which a run never changes again.
-TERMINAL_STATUSES = ("completed", "failed")
+RUN_STATUSES = ("queued", "running", "waiting_input", "completed", "failed", "cancelled")
+#: Statuses after which a run never changes again (until a retry of a failed one).
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def _api_timestamp(value: datetime) -> str:
@@ -118,13 +118,15 @@ class Pending(_Model):
     """What a paused run waits for.
 
     `kind` is ``"input"`` (answer `prompt`, a question) or ``"approval"`` (approve or
-    reject running `tool` with `tool_input`; `prompt` summarises the action).
+    reject running `tool` with `tool_input`; `prompt` summarises the action). `id` names
+    this pause; `runs.respond()` sends it, so an answer never lands on a later pause.
     """
 
     kind: str
     prompt: str = ""
     tool: str | None = None
     tool_input: dict[str, Any] | None = None
+    id: str | None = None
 
 
 class Step(_Model):
@@ -139,6 +141,8 @@ class Step(_Model):
     error: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
 
@@ -159,6 +163,8 @@ class Run(_Model):
     total_steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     created_at: Timestamp
@@ -167,7 +173,8 @@ class Run(_Model):
 
     @property
     def is_terminal(self) -> bool:
-        """Completed or failed: the run will not change again."""
+        """Completed, failed or cancelled: the run will not change again (unless a failed
+        one is retried)."""
         return self.status in TERMINAL_STATUSES
 
     @property

@@ -14,6 +14,13 @@ request it matches, so concurrent callers can each be given their own answer. Wh
 the script fits, the default handler answers (by default `echo_reply`, whose token counts are
 whitespace-word counts so tests can predict usage).
 
+Prompt caching: every request's `cache_control` markers are checked as the real API
+checks them (at most 4, type "ephemeral", never on an empty text block; else a 400). With
+`FakeAnthropic(cache=PromptCache())` the fake also caches: it remembers the prefixes written
+at breakpoints, per model, and reports `cache_creation_input_tokens` and
+`cache_read_input_tokens` as the Messages API does (see `PromptCache`). Without it, both are
+always 0.
+
 The server is a `ThreadingHTTPServer` on a background thread, so it serves sync and async
 clients alike. Nothing is global: every piece of state lives on the `FakeAnthropic` instance.
 """
@@ -21,8 +28,10 @@ clients alike. Nothing is global: every piece of state lives on the `FakeAnthrop
 from __future__ import annotations
 
 import copy
+import hashlib
 import http
 import json
+import re
 import socket
 import socketserver
 import sys
@@ -41,16 +50,21 @@ __all__ = [
     "DefaultHandler",
     "FakeAnthropic",
     "Predicate",
+    "PromptCache",
     "RecordedRequest",
     "Reply",
+    "cache_breakpoints",
+    "cache_control_problem",
     "content_text",
     "count_input_tokens",
     "count_output_tokens",
     "count_words",
     "disconnect_reply",
+    "documented_min_cache_tokens",
     "echo_reply",
     "error_reply",
     "last_user_text",
+    "strip_cache_control",
     "system_text",
     "text_reply",
     "tool_use_reply",
@@ -152,6 +166,219 @@ def count_output_tokens(content: list[dict[str, Any]]) -> int:
     return total
 
 
+# --------------------------------------------------------------------------- prompt cache
+
+MAX_CACHE_BREAKPOINTS = 4
+CACHE_TTLS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
+
+
+def documented_min_cache_tokens(model: str) -> int:
+    """The shortest prefix Anthropic caches for `model`, in tokens (words, in this fake).
+
+    4,096 for Claude Opus 4.5/4.6 and Haiku 4.5, 2,048 for Haiku 3/3.5, 1,024 for the
+    others (Sonnet 4.x, Opus 4/4.1, Sonnet 3.7).
+    """
+    if re.search(r"opus-4-[56]|haiku-4-5", model):
+        return 4096
+    if re.search(r"haiku-3|3-haiku|3-5-haiku", model):
+        return 2048
+    return 1024
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
+    """A `system` value or message `content` as a list of blocks (a string is a text block)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        return []
+    return [
+        {"type": "text", "text": block} if isinstance(block, str) else block
+        for block in content
+        if isinstance(block, str | dict)
+    ]
+
+
+@dataclass
+class _PromptBlock:
+    """One block of a request's prompt, in the order the API caches: tools, system, messages."""
+
+    where: str
+    key: str  # the block as JSON without its cache_control: what a cached prefix is made of
+    tokens: int
+    cache_control: Any
+
+
+def _prompt_blocks(request: RequestJSON) -> list[_PromptBlock]:
+    sections: list[tuple[str, str, list[Any]]] = []
+    tools = request.get("tools")
+    if isinstance(tools, list):
+        sections.append(("tools", "tools", tools))
+    sections.append(("system", "system", _content_blocks(request.get("system"))))
+    messages = request.get("messages")
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict):
+            role = str(message.get("role"))
+            sections.append((f"messages[{index}].content", f"messages[{index}]:{role}",
+                             _content_blocks(message.get("content"))))
+    blocks: list[_PromptBlock] = []
+    for where, part, items in sections:
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            bare = {key: value for key, value in item.items() if key != "cache_control"}
+            tokens = 0 if part == "tools" else count_words(content_text([bare]))
+            blocks.append(_PromptBlock(
+                where=f"{where}[{position}]",
+                key=json.dumps([part, bare], sort_keys=True, separators=(",", ":")),
+                tokens=tokens,
+                cache_control=item.get("cache_control"),
+            ))
+    return blocks
+
+
+def _breakpoints(request: RequestJSON, blocks: list[_PromptBlock]) -> list[tuple[int, Any]]:
+    """(block index, cache_control) of every breakpoint, top-level (automatic) one included."""
+    marks = [(i, block.cache_control) for i, block in enumerate(blocks)
+             if block.cache_control is not None]
+    automatic = request.get("cache_control")
+    if automatic is not None and blocks and all(i != len(blocks) - 1 for i, _ in marks):
+        marks.append((len(blocks) - 1, automatic))
+    return marks
+
+
+def cache_breakpoints(request: RequestJSON) -> list[str]:
+    """Where a request's cache breakpoints are, e.g. ["system[0]", "messages[2].content[0]"].
+
+    A top-level `cache_control` (automatic caching) counts, on the last block.
+    """
+    blocks = _prompt_blocks(request)
+    return [blocks[i].where for i, _ in _breakpoints(request, blocks)]
+
+
+def strip_cache_control(value: Any) -> Any:
+    """A deep copy of `value` without `cache_control` keys: the prompt as the model reads it."""
+    if isinstance(value, dict):
+        return {k: strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [strip_cache_control(item) for item in value]
+    return value
+
+
+def cache_control_problem(request: RequestJSON) -> str | None:
+    """Why the real API would refuse this request's `cache_control` markers, or None."""
+    blocks = _prompt_blocks(request)
+    marks = _breakpoints(request, blocks)
+    if len(marks) > MAX_CACHE_BREAKPOINTS:
+        return (f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be "
+                f"provided. Found {len(marks)}.")
+    for index, control in marks:
+        where = blocks[index].where
+        if not isinstance(control, dict) or control.get("type") != "ephemeral":
+            return f"{where}.cache_control.type: Input should be 'ephemeral'"
+        if "ttl" in control and control["ttl"] not in CACHE_TTLS:
+            return f"{where}.cache_control.ttl: Input should be '5m' or '1h'"
+        block = json.loads(blocks[index].key)[1]
+        if block.get("type") == "text" and not block.get("text"):
+            return f"{where}: cache_control cannot be set for empty text blocks"
+    return None
+
+
+class PromptCache:
+    """Anthropic's prompt caching, simulated the way the Messages API reports it.
+
+    A breakpoint (`cache_control` on a block) asks for the prompt up to and including that
+    block (tools, then system, then messages) to be cached. For each request:
+
+    - read: the longest cached prefix found at a breakpoint or up to `lookback` blocks
+      before one (the API looks about 20 blocks back); reading refreshes its TTL;
+    - write: every breakpoint past that point whose prefix has at least `min_tokens`
+      tokens is cached; the tokens from the read point to the last one written are the
+      write;
+    - `input_tokens` is the rest: the total minus reads and writes.
+
+    Tokens are the fake's words (`count_input_tokens`; tool definitions count 0), so the
+    three always add up to the usual input count. With a scripted `tokens_in`, that number
+    is the total and the cached parts come out of it (never below zero). Entries are
+    keyed by model and the exact prefix (cache_control markers aside), and expire after
+    their TTL ("5m" by default, or "1h"). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_tokens: int | Callable[[str], int] = documented_min_cache_tokens,
+        lookback: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._min_tokens = min_tokens
+        self.lookback = lookback
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def min_tokens(self, model: str) -> int:
+        """The shortest prefix cached for `model`."""
+        return self._min_tokens(model) if callable(self._min_tokens) else self._min_tokens
+
+    def __len__(self) -> int:
+        """Live cache entries."""
+        now = self._clock()
+        with self._lock:
+            return sum(1 for expires, _ in self._entries.values() if expires > now)
+
+    def clear(self) -> None:
+        """Forget every cached prefix."""
+        with self._lock:
+            self._entries.clear()
+
+    def usage(self, request: RequestJSON, total_input: int) -> dict[str, Any]:
+        """The `usage` input fields for answering `request`; records what it writes."""
+        model = str(request.get("model"))
+        blocks = _prompt_blocks(request)
+        marks = _breakpoints(request, blocks)
+        hashes: list[str] = []
+        cumulative: list[int] = []
+        digest, tokens = hashlib.sha256(model.encode()), 0
+        for block in blocks:
+            digest.update(block.key.encode() + b"\x00")
+            hashes.append(digest.hexdigest())
+            tokens += block.tokens
+            cumulative.append(tokens)
+        now = self._clock()
+        written = {"5m": 0, "1h": 0}
+        with self._lock:
+            read_at = -1
+            for index, _ in marks:
+                for j in range(index, max(index - self.lookback, 0) - 1, -1):
+                    entry = self._entries.get((model, hashes[j]))
+                    if entry is not None and entry[0] > now:
+                        read_at = max(read_at, j)
+                        break
+            read = cumulative[read_at] if read_at >= 0 else 0
+            if read_at >= 0:
+                ttl = self._entries[(model, hashes[read_at])][1]
+                self._entries[(model, hashes[read_at])] = (now + ttl, ttl)
+            done = read
+            for index, control in sorted(marks, key=lambda mark: mark[0]):
+                if index <= read_at or cumulative[index] < self.min_tokens(model):
+                    continue
+                name = str(control.get("ttl", "5m")) if isinstance(control, dict) else "5m"
+                ttl = CACHE_TTLS.get(name, CACHE_TTLS["5m"])
+                self._entries[(model, hashes[index])] = (now + ttl, ttl)
+                written["1h" if name == "1h" else "5m"] += cumulative[index] - done
+                done = cumulative[index]
+        write = written["5m"] + written["1h"]
+        return {
+            "input_tokens": max(total_input - read - write, 0),
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written["5m"],
+                "ephemeral_1h_input_tokens": written["1h"],
+            },
+        }
+
+
 # --------------------------------------------------------------------------------- replies
 
 
@@ -210,8 +437,13 @@ class Reply:
         except Exception:
             return False
 
-    def render(self, request: RequestJSON, request_id: str) -> tuple[int, dict[str, Any]]:
-        """HTTP status and JSON body for answering `request` (not for kind "disconnect")."""
+    def render(
+        self, request: RequestJSON, request_id: str, cache: PromptCache | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """HTTP status and JSON body for answering `request` (not for kind "disconnect").
+
+        With a `cache`, the usage splits the input into uncached, written and read tokens.
+        """
         if self.kind == "error":
             return self.status, {
                 "type": "error",
@@ -221,6 +453,14 @@ class Reply:
         content = copy.deepcopy(self.content)
         tokens_in = count_input_tokens(request) if self.tokens_in is None else self.tokens_in
         tokens_out = count_output_tokens(content) if self.tokens_out is None else self.tokens_out
+        usage: dict[str, Any] = {
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        if cache is not None:
+            usage.update(cache.usage(request, tokens_in))
         return 200, {
             "id": _new_id("msg_"),
             "type": "message",
@@ -229,12 +469,7 @@ class Reply:
             "content": content,
             "stop_reason": self.stop_reason,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": tokens_in,
-                "output_tokens": tokens_out,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": usage,
         }
 
 
@@ -549,7 +784,7 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.kind == "disconnect":
                 self._drop_connection()
                 return
-            status, payload = reply.render(body, record.request_id)
+            status, payload = reply.render(body, record.request_id, fake.cache)
             answer = (status, payload, reply.headers)
         except Exception as exc:
             answer = _error_answer(500, "api_error", f"fake anthropic server failed: {exc!r}")
@@ -605,6 +840,9 @@ class FakeAnthropic:
     `model`, `max_tokens` and `messages` are required, else 400. Valid requests take the
     first matching scripted reply (FIFO), otherwise the default handler's reply. All methods
     are thread-safe.
+
+    `cache_control` markers are validated like the real API's (`cache_control_problem`);
+    with `cache` (a `PromptCache`) the fake also simulates prompt caching in its usage.
     """
 
     def __init__(
@@ -614,9 +852,11 @@ class FakeAnthropic:
         host: str = "127.0.0.1",
         port: int = 0,
         default: DefaultHandler | None = None,
+        cache: PromptCache | None = None,
     ) -> None:
         """Create (but do not start) the fake. `default` replaces `echo_reply`."""
         self.api_key = api_key
+        self.cache = cache
         self._address = (host, port)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -822,10 +1062,15 @@ class FakeAnthropic:
             return list(self._records)
 
     def reset(self) -> None:
-        """Forget the script and the recorded requests (the default handler stays)."""
+        """Forget the script, the recorded requests and any cached prefixes.
+
+        The default handler and the cache simulation (if any) stay.
+        """
         with self._lock:
             self._script.clear()
             self._records.clear()
+        if self.cache is not None:
+            self.cache.clear()
 
     # ---------------------------------------------------------------- used by the handler
 
@@ -868,6 +1113,10 @@ class FakeAnthropic:
                 return _error_answer(400, "invalid_request_error", f"{name}: Field required")
         if not isinstance(record.body["messages"], list):
             return _error_answer(400, "invalid_request_error", "messages: Input should be a list")
+        if record.path == MESSAGES_PATH and b"cache_control" in record.raw_body:
+            problem = cache_control_problem(record.body)
+            if problem is not None:
+                return _error_answer(400, "invalid_request_error", problem)
         return None
 
     def _take_reply(self, body: RequestJSON) -> tuple[Reply, bool]:
