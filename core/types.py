@@ -407,11 +407,23 @@ class ToolCall(BaseModel):
     name: str
     input: dict[str, Any]
     custom: CustomTool | None = None
+    # Where the call stands in the run: its step (0-based), the step's tool round and
+    # the call's place among that round's calls. None in calls scheduled before these
+    # fields existed.
+    step: int | None = None
+    round: int | None = None
+    position: int | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """The same for every attempt of this call, different for every other call."""
-        return f"{self.run_id}:{self.tool_use_id}"
+        """The same for every attempt of this call, different for every other call.
+
+        Built from the call's place in the run, never from the model's `tool_use` id
+        alone: models and gateways may repeat those ids.
+        """
+        if self.step is None or self.round is None or self.position is None:
+            return f"{self.run_id}:{self.tool_use_id}"
+        return f"{self.run_id}:{self.step}:{self.round}:{self.position}"
 
 
 class ToolResult(BaseModel):

@@ -260,7 +260,7 @@ async def test_approve_sends_exactly_the_email_the_agent_wrote(
     assert MESSAGE_ID.match(mail.message_id), mail.message_id
     # Long headers are folded on the wire; unfolded, it is the call's idempotency key.
     key = str(mail.message["X-LoopLlama-Idempotency-Key"]).replace("\r\n", "").strip()
-    assert key == f"{run_id}:{call.tool_use_id}"
+    assert key == f"{run_id}:0:0:0"  # step 1, its first tool round, the first call
 
     result = only_answer(fake_anthropic, call.tool_use_id)
     assert result["is_error"] is False
@@ -664,7 +664,7 @@ async def test_allowlisted_http_request_returns_status_and_body(
     assert crm["is_error"] is True and "non-public" in crm["content"]
     (request,) = tool_server.requests()
     assert (request.method, request.path) == ("GET", "/status")
-    assert request.headers["idempotency-key"] == f"{run_id}:{calls.content[0]['id']}"
+    assert request.headers["idempotency-key"] == f"{run_id}:0:0:0"
 
 
 # -------------------------------------------------------------------------- custom tools
@@ -708,13 +708,13 @@ async def test_custom_tool_gets_json_and_a_stable_idempotency_key(
         assert (attempt.method, attempt.path, attempt.body) == ("POST", "/crm", update)
         assert attempt.headers["content-type"] == "application/json"
     keys = {attempt.headers["idempotency-key"] for attempt in attempts}
-    assert keys == {f"{first_run}:toolu_same"}
+    assert keys == {f"{first_run}:0:0:0"}
 
     # Another run's call: another key.
     _, second_run = await run_once("second")
     latest = tool_server.requests()[2:]
     assert len(latest) == 1
-    assert latest[0].headers["idempotency-key"] == f"{second_run}:toolu_same"
+    assert latest[0].headers["idempotency-key"] == f"{second_run}:0:0:0"
     assert latest[0].headers["idempotency-key"] not in keys
 
     # A 4xx goes back to the model as an error, not retried.
@@ -731,7 +731,7 @@ async def test_approved_custom_tool_runs_once(
     tag = unique_tag()
     when = for_role(tag, "crm")
     update = {"contact": "bob", "note": "VIP"}
-    call = fake_anthropic.reply_tool_use("crm_update", update, when=when)
+    fake_anthropic.reply_tool_use("crm_update", update, when=when)
     fake_anthropic.reply_text("Updated.", when=when)
     workflow = await create_workflow(
         api, crew("crm", tag=tag, tools=["crm_update"]),
@@ -751,7 +751,7 @@ async def test_approved_custom_tool_runs_once(
     assert done["status"] == "completed", done["error"]
     (request,) = tool_server.requests()
     assert request.body == update
-    assert request.headers["idempotency-key"] == f"{run_id}:{call.tool_use_id}"
+    assert request.headers["idempotency-key"] == f"{run_id}:0:0:0"
 
 
 # ---------------------------------------------------------------------- invalid tool use

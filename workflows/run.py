@@ -251,8 +251,8 @@ class CrewRunWorkflow:
                 break
             messages.append({"role": "assistant", "content": response.content})
             results = []
-            for use in uses:
-                result = await self._use_tool(agent, use, schemas)
+            for position, use in enumerate(uses):
+                result = await self._use_tool(agent, use, schemas, (step.order, rounds, position))
                 results.append(
                     {"type": "tool_result", "tool_use_id": use["id"],
                      "content": result.content, "is_error": result.is_error}
@@ -264,8 +264,10 @@ class CrewRunWorkflow:
         )
 
     async def _use_tool(
-        self, agent: Agent, use: dict[str, Any], schemas: dict[str, dict[str, Any]]
+        self, agent: Agent, use: dict[str, Any], schemas: dict[str, dict[str, Any]],
+        place: tuple[int, int, int],
     ) -> ToolResult:
+        """Run one tool call; `place` is (step, round, position) for its idempotency key."""
         name, tool_input = str(use.get("name")), use.get("input")
         if name not in schemas:
             return ToolResult(content=f"There is no tool named {name!r}.", is_error=True)
@@ -293,7 +295,7 @@ class CrewRunWorkflow:
                     f"Reason: {reason}",
                     is_error=True,
                 )
-        return await self._run_tool(agent, name, str(use["id"]), tool_input)
+        return await self._run_tool(agent, name, str(use["id"]), tool_input, place)
 
     async def _wait_for_human(self, pending: Pending) -> RespondRequest:
         self._answer = None
@@ -324,11 +326,14 @@ class CrewRunWorkflow:
         return answer
 
     async def _run_tool(
-        self, agent: Agent, name: str, tool_use_id: str, tool_input: dict[str, Any]
+        self, agent: Agent, name: str, tool_use_id: str, tool_input: dict[str, Any],
+        place: tuple[int, int, int],
     ) -> ToolResult:
         custom = next((t for t in self._start.tools if t.name == name), None)
+        step, round_, position = place
         call = ToolCall(run_id=self._run.id, tool_use_id=tool_use_id, name=name,
-                        input=tool_input, custom=custom)
+                        input=tool_input, custom=custom, step=step, round=round_,
+                        position=position)
         activity: Any = {"send_email": EmailTool.send, "http_request": HttpTools.http_request}.get(
             name, HttpTools.custom_tool
         )
