@@ -11,7 +11,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from core.types import ASK_HUMAN_TOOL, Agent, CustomTool
+from core.types import ASK_HUMAN_TOOL, AgentConfig, CustomToolConfig
 
 ASK_HUMAN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -65,7 +65,7 @@ BUILTIN_DEFINITIONS: dict[str, dict[str, Any]] = {
 
 
 def tool_definitions(
-    agent: Agent, custom: list[CustomTool], allow_input_requests: bool
+    agent: AgentConfig, custom: list[CustomToolConfig], allow_input_requests: bool
 ) -> list[dict[str, Any]]:
     """The Messages API `tools` for this agent: the question tool first, then its own."""
     by_name = {tool.name: tool for tool in custom}

@@ -55,6 +55,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Stored(BaseModel):
+    """What travels through Temporal or is published in a memo.
+
+    Decoding never re-runs request validation and ignores unknown fields, so tightening
+    a rule or adding a field can never make an in-flight run or a stored history fail to
+    decode. The rules live on the request models, checked at the API edge.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+
 # --- Workflows (crew definitions) -------------------------------------------------
 
 
@@ -226,37 +237,76 @@ class WorkflowPatch(_Strict):
         data: dict[str, Any] = handler(self)
         return {key: value for key, value in data.items() if key in self.model_fields_set}
 
-    def apply_to(self, spec: WorkflowSpec) -> WorkflowSpec:
-        """The spec with this patch's fields replaced, validated as a whole."""
-        merged = spec.model_dump()
-        merged.update(self.model_dump())
-        return WorkflowSpec.model_validate(merged)
+    def apply_to(self, current: dict[str, Any]) -> WorkflowSpec:
+        """The spec `current` (a definition's editable fields) with this patch's fields
+        replaced, validated as a whole by today's rules."""
+        return WorkflowSpec.model_validate({**current, **self.model_dump()})
 
 
 WorkflowStatus = Literal["active", "paused"]
 
 
-class Workflow(WorkflowSpec):
-    """The workflow object the API returns."""
+class AgentConfig(_Stored):
+    """An agent as stored and as runs receive it (validated as `Agent` on the way in)."""
 
-    model_config = ConfigDict(extra="ignore")
+    role: str
+    model: str
+    instructions: str = ""
+    tools: list[str] = Field(default_factory=list)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
+
+
+class CustomToolConfig(_Stored):
+    """A custom tool as stored (validated as `CustomTool` on the way in)."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    url: str
+
+
+class HumanInTheLoopConfig(_Stored):
+    """Pause settings as stored (validated as `HumanInTheLoop` on the way in)."""
+
+    allow_input_requests: bool = False
+    approval_required_tools: list[str] = Field(default_factory=list)
+    input_timeout_seconds: int | None = None
+
+
+class Workflow(_Stored):
+    """The workflow object the API returns, as its definition entity stores it."""
 
     id: str
+    name: str
+    description: str = ""
     status: WorkflowStatus = "active"
+    crew: list[AgentConfig]
+    human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
+    tools: list[CustomToolConfig] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 
-    @property
-    def spec(self) -> WorkflowSpec:
-        """The editable fields alone."""
-        return WorkflowSpec.model_validate(self.model_dump(include=set(WorkflowSpec.model_fields)))
+    def spec_fields(self) -> dict[str, Any]:
+        """The editable fields, as a request would send them."""
+        return self.model_dump(include=set(WorkflowSpec.model_fields))
+
+
+class DefinitionChange(_Stored):
+    """A PATCH as the definition entity receives it: only the fields that were sent."""
+
+    name: str | None = None
+    description: str | None = None
+    crew: list[AgentConfig] | None = None
+    human_in_the_loop: HumanInTheLoopConfig | None = None
+    tools: list[CustomToolConfig] | None = None
 
     @model_serializer(mode="wrap")
-    def _ordered(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        order = ["id", "name", "description", "status", "crew", "human_in_the_loop",
-                 "tools", "created_at", "updated_at"]
-        return {key: data[key] for key in order if key in data}
+    def _only_fields_sent(self, handler: Any) -> dict[str, Any]:
+        # Unsent fields must stay unsent on their way through Temporal, or they would
+        # arrive as explicit nulls.
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if key in self.model_fields_set}
 
 
 # --- Runs -------------------------------------------------------------------------
@@ -350,7 +400,16 @@ class RespondRequest(_Strict):
     pause_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-def stale_answer(pending: Pending, answer: RespondRequest) -> str | None:
+class Answer(_Stored):
+    """A respond as the run receives it (validated as `RespondRequest` on the way in)."""
+
+    action: str
+    input: str | None = None
+    reason: str | None = None
+    pause_id: str | None = None
+
+
+def stale_answer(pending: Pending, answer: Answer) -> str | None:
     """Why `answer` is for another pause than `pending` (a 409), or None."""
     if answer.pause_id is None or answer.pause_id == pending.id:
         return None
@@ -360,7 +419,7 @@ def stale_answer(pending: Pending, answer: RespondRequest) -> str | None:
     )
 
 
-def respond_problem(pending: Pending, answer: RespondRequest) -> str | None:
+def respond_problem(pending: Pending, answer: Answer) -> str | None:
     """Why `answer` does not fit what the run waits for (a 400), or None."""
     if pending.kind == "input" and answer.action != "input":
         return (
@@ -377,16 +436,16 @@ def respond_problem(pending: Pending, answer: RespondRequest) -> str | None:
     return None
 
 
-class RunInput(BaseModel):
+class RunInput(_Stored):
     """Everything a run workflow needs, fixed at trigger time."""
 
     run_id: str
     workflow_id: str
     input: str
     created_at: Timestamp
-    crew: list[Agent]
-    human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
-    tools: list[CustomTool] = Field(default_factory=list)
+    crew: list[AgentConfig]
+    human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
+    tools: list[CustomToolConfig] = Field(default_factory=list)
 
 
 class RespondAccepted(BaseModel):
@@ -399,14 +458,14 @@ class RespondAccepted(BaseModel):
 # --- Tools ------------------------------------------------------------------------
 
 
-class ToolCall(BaseModel):
+class ToolCall(_Stored):
     """One tool call an agent made, as a tool activity receives it."""
 
     run_id: str
     tool_use_id: str
     name: str
     input: dict[str, Any]
-    custom: CustomTool | None = None
+    custom: CustomToolConfig | None = None
     # Where the call stands in the run: its step (0-based), the step's tool round and
     # the call's place among that round's calls. None in calls scheduled before these
     # fields existed.

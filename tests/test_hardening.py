@@ -58,3 +58,79 @@ def fake_anthropic_two_calls(update: dict[str, Any], when: Any) -> Any:
                  {"type": "tool_use", "id": "toolu_dup", "name": "crm_update", "input": update}],
         stop_reason="tool_use", when=when,
     )
+
+
+# ------------------------------------------------------------- replay-safe payloads
+
+
+def test_payloads_decode_whatever_an_earlier_or_later_release_wrote() -> None:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from core.types import Answer, DefinitionChange, RunInput, ToolCall
+
+    converter = pydantic_data_converter.payload_converter
+    # A model name today's rules refuse, a tool round limit past today's maximum, and
+    # fields no release knows: a stored payload still decodes, exactly as written.
+    run_input = {
+        "run_id": "ckrun000000000000000000000", "workflow_id": "ckva000000000000000000000",
+        "input": "x", "created_at": "2026-01-01T00:00:00.000Z", "from_the_future": 1,
+        "crew": [{"role": "a", "model": "gpt-9", "max_tool_rounds": 1000, "temperature": 1}],
+        "tools": [{"name": "send_email", "url": "ftp://x", "input_schema": {"$ref": "#/no"}}],
+    }
+    (payload,) = converter.to_payloads([run_input])
+    (decoded,) = converter.from_payloads([payload], [RunInput])
+    assert decoded.crew[0].model == "gpt-9" and decoded.crew[0].max_tool_rounds == 1000
+    assert decoded.tools[0].url == "ftp://x"
+    for type_, value in (
+        (Answer, {"action": "shrug", "pause_id": "", "mood": "late"}),
+        (DefinitionChange, {"name": "", "crew": [{"role": "", "model": "?"}], "x": 1}),
+        (ToolCall, {"run_id": "r", "tool_use_id": "t", "name": "n", "input": {}, "y": 2}),
+    ):
+        (payload,) = converter.to_payloads([value])
+        converter.from_payloads([payload], [type_])
+
+
+async def test_a_definition_stored_under_older_rules_still_reads_and_runs(
+    api: httpx.AsyncClient, temporal: Client, settings: Settings, worker: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from api.services.definitions import Definitions
+    from core.ids import WORKFLOW_PREFIX, new_id
+    from core.types import Workflow
+    from workflows.definition import MEMO_KEY, CrewDefinitionWorkflow, DefinitionInput
+
+    # As an older release might have stored it: an empty description with a role that
+    # today's rules would refuse (65 characters) and an extra field.
+    now = datetime.now(UTC)
+    legacy = Workflow.model_validate({
+        "id": new_id(WORKFLOW_PREFIX), "name": "legacy", "created_at": now,
+        "updated_at": now, "retired_field": True,
+        "crew": [{"role": "r" * 65, "model": "loopllama-offline"}],
+    })
+    await temporal.start_workflow(
+        CrewDefinitionWorkflow.run, DefinitionInput(workflow=legacy), id=legacy.id,
+        task_queue=settings.temporal_task_queue,
+        memo={MEMO_KEY: legacy.model_dump(mode="json")},
+    )
+    got = await api.get(f"/v1/workflows/{legacy.id}")
+    assert got.status_code == 200 and got.json()["data"]["crew"][0]["role"] == "r" * 65
+    listed = await Definitions(temporal, settings.temporal_task_queue).list()
+    assert legacy.id in {d.id for d in listed}
+    run_id = (await trigger(api, legacy.id, "Go."))["id"]
+    assert (await wait_for_status(api, run_id, "completed", "failed"))["status"] == "completed"
+    # Changing it asks for today's rules, and says which one the stored crew breaks.
+    patched = await api.patch(f"/v1/workflows/{legacy.id}", json={"name": "renamed"})
+    assert patched.status_code == 400 and "role" in patched.json()["error"]["message"]
+    fixed = await api.patch(f"/v1/workflows/{legacy.id}", json={
+        "crew": [{"role": "r", "model": "loopllama-offline"}]})
+    assert fixed.status_code == 200, fixed.text
+
+
+async def test_the_runs_list_refuses_a_foreign_id_before_querying(
+    api: httpx.AsyncClient,
+) -> None:
+    for bad in ("ckva' OR WorkflowType = 'CrewDefinition", "x" * 300):
+        response = await api.get(f"/v1/workflows/{bad}/runs")
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["type"] == "not_found_error"

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.timefmt import truncate_to_millis
-    from core.types import Workflow, WorkflowPatch, WorkflowStatus
+    from core.types import DefinitionChange, Workflow, WorkflowPatch, WorkflowStatus
     from core.validation_messages import describe_validation_errors
 
 MEMO_KEY = "workflow"
@@ -67,20 +67,25 @@ class CrewDefinitionWorkflow:
         return self._workflow
 
     @workflow.update
-    def change(self, patch: WorkflowPatch) -> Workflow:
-        """Replace the fields the patch names."""
-        spec = patch.apply_to(self._workflow.spec)
+    def change(self, patch: DefinitionChange) -> Workflow:
+        """Replace the fields the patch names.
+
+        Applied without validation, so a replay never depends on today's rules; the
+        validator checked the result when the change was accepted.
+        """
         self._workflow = Workflow.model_validate(
-            {**self._workflow.model_dump(), **spec.model_dump(), "updated_at": self._now()}
+            {**self._workflow.model_dump(), **patch.model_dump(), "updated_at": self._now()}
         )
         self._publish()
         return self._workflow
 
     @change.validator
-    def _validate_change(self, patch: WorkflowPatch) -> None:
+    def _validate_change(self, patch: DefinitionChange) -> None:
         self._reject_if_deleted()
         try:
-            patch.apply_to(self._workflow.spec)
+            WorkflowPatch.model_validate(patch.model_dump()).apply_to(
+                self._workflow.spec_fields()
+            )
         except ValidationError as err:
             raise ApplicationError(
                 describe_validation_errors(list(err.errors())), type=INVALID, non_retryable=True

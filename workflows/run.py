@@ -36,12 +36,12 @@ with workflow.unsafe.imports_passed_through():
     from core.types import (
         ASK_HUMAN_TOOL,
         OFFLINE_MODEL,
-        Agent,
+        AgentConfig,
+        Answer,
         ModelRequest,
         ModelResponse,
         Pending,
         RespondAccepted,
-        RespondRequest,
         Run,
         RunInput,
         RunStatus,
@@ -103,7 +103,7 @@ class CrewRunWorkflow:
     @workflow.init
     def __init__(self, start: RunInput) -> None:
         self._start = start
-        self._answer: RespondRequest | None = None
+        self._answer: Answer | None = None
         self._coalesce = False
         self._unpublished: dict[int, Step] | None = None
         self._pauses = 0
@@ -212,7 +212,7 @@ class CrewRunWorkflow:
         return self._run
 
     @workflow.update
-    def respond(self, answer: RespondRequest) -> RespondAccepted:
+    def respond(self, answer: Answer) -> RespondAccepted:
         """A person's answer to the pending question or approval; the run resumes."""
         self._answer = answer
         self._run.pending = None
@@ -220,7 +220,7 @@ class CrewRunWorkflow:
         return RespondAccepted(id=self._run.id, status="running")
 
     @respond.validator
-    def _validate_respond(self, answer: RespondRequest) -> None:
+    def _validate_respond(self, answer: Answer) -> None:
         # Runs inside the workflow, one message at a time: of two answers sent at once,
         # the second finds the run no longer waiting and is refused (409).
         pending = self._run.pending
@@ -236,7 +236,7 @@ class CrewRunWorkflow:
         if problem is not None:
             raise ApplicationError(problem, type=WRONG_ANSWER, non_retryable=True)
 
-    async def _run_agent(self, agent: Agent, step: Step) -> str:
+    async def _run_agent(self, agent: AgentConfig, step: Step) -> str:
         messages: list[dict[str, Any]] = [{"role": "user", "content": step.input}]
         tools = tool_definitions(
             agent, self._start.tools, self._start.human_in_the_loop.allow_input_requests
@@ -264,7 +264,7 @@ class CrewRunWorkflow:
         )
 
     async def _use_tool(
-        self, agent: Agent, use: dict[str, Any], schemas: dict[str, dict[str, Any]],
+        self, agent: AgentConfig, use: dict[str, Any], schemas: dict[str, dict[str, Any]],
         place: tuple[int, int, int],
     ) -> ToolResult:
         """Run one tool call; `place` is (step, round, position) for its idempotency key."""
@@ -297,7 +297,7 @@ class CrewRunWorkflow:
                 )
         return await self._run_tool(agent, name, str(use["id"]), tool_input, place)
 
-    async def _wait_for_human(self, pending: Pending) -> RespondRequest:
+    async def _wait_for_human(self, pending: Pending) -> Answer:
         self._answer = None
         self._pauses += 1
         # Deterministic without drawing on the workflow's random numbers (step ids do);
@@ -326,7 +326,7 @@ class CrewRunWorkflow:
         return answer
 
     async def _run_tool(
-        self, agent: Agent, name: str, tool_use_id: str, tool_input: dict[str, Any],
+        self, agent: AgentConfig, name: str, tool_use_id: str, tool_input: dict[str, Any],
         place: tuple[int, int, int],
     ) -> ToolResult:
         custom = next((t for t in self._start.tools if t.name == name), None)
@@ -358,7 +358,7 @@ class CrewRunWorkflow:
             )
 
     async def _call_model(
-        self, agent: Agent, step: Step, messages: list[dict[str, Any]],
+        self, agent: AgentConfig, step: Step, messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
     ) -> ModelResponse:
         request = ModelRequest(

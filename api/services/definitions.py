@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -28,7 +27,7 @@ from api.services.temporal_calls import (
 from core.ids import WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
-from core.types import Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
+from core.types import DefinitionChange, Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
 from workflows.definition import (
     DEFINITION_WORKFLOW_TYPE,
     GONE,
@@ -40,10 +39,6 @@ from workflows.definition import (
 )
 
 T = TypeVar("T")
-
-# Descriptions fetched at once when listing.
-LIST_CONCURRENCY = 16
-
 
 class Definitions:
     """Create, read, change and delete crew definitions."""
@@ -105,21 +100,21 @@ class Definitions:
         return found
 
     async def list(self) -> list[Workflow]:
-        """Every live definition, newest first."""
-        ids = [
-            row.id
-            async for row in self._client.list_workflows(
-                f"WorkflowType = '{DEFINITION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
-            )
-        ]
-        limit = asyncio.Semaphore(LIST_CONCURRENCY)
+        """Every live definition, newest first: one visibility listing, whose rows carry
+        the memo each definition publishes (no describe per definition).
 
-        async def fetch(workflow_id: str) -> Workflow | None:
-            async with limit:
-                return await self._find(workflow_id)
-
-        found = await asyncio.gather(*(fetch(i) for i in ids))
-        definitions = [d for d in found if d is not None]
+        Rows trail a change by a few milliseconds, as run list rows do; `get` is always
+        current.
+        """
+        query = f"WorkflowType = '{DEFINITION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
+        definitions: list[Workflow] = []
+        async for row in self._client.list_workflows(query):
+            payload = row.raw_info.memo.fields.get(MEMO_KEY)
+            if payload is None:
+                continue
+            (data,) = await self._client.data_converter.decode([payload])
+            if isinstance(data, dict):
+                definitions.append(Workflow.model_validate(data))
         definitions.sort(key=lambda d: (d.created_at, d.id), reverse=True)
         return definitions
 
@@ -127,7 +122,8 @@ class Definitions:
         """Apply a partial edit; runs already started keep their snapshot."""
         handle = await self._live_handle(workflow_id)
         return await self._apply(workflow_id, handle.execute_update(
-            CrewDefinitionWorkflow.change, patch, rpc_timeout=UPDATE_TIMEOUT
+            CrewDefinitionWorkflow.change, DefinitionChange.model_validate(patch.model_dump()),
+            rpc_timeout=UPDATE_TIMEOUT,
         ))
 
     async def set_status(self, workflow_id: str, status: WorkflowStatus) -> Workflow:
@@ -173,7 +169,7 @@ class Definitions:
 
 
 def _same_spec(definition: Workflow, spec: WorkflowSpec) -> Workflow:
-    if definition.spec != spec:
+    if definition.spec_fields() != spec.model_dump():
         raise Conflict(
             "This Idempotency-Key was already used to create a different workflow; send a "
             "new key for a new workflow."

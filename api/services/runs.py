@@ -27,12 +27,13 @@ from api.services.temporal_calls import (
     start_once,
     wait_until_listed,
 )
-from core.ids import RUN_PREFIX, id_for_key, looks_like, new_id
+from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import RUN_KEY, run_from_memo, run_memo
 from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
     TERMINAL_STATUSES,
+    Answer,
     RespondAccepted,
     RespondRequest,
     Run,
@@ -194,8 +195,9 @@ class Runs:
             raise NotFound(f"No run with id {run_id!r}.")
         return found
 
-    async def respond(self, run_id: str, answer: RespondRequest) -> RespondAccepted:
+    async def respond(self, run_id: str, request: RespondRequest) -> RespondAccepted:
         """Answer a paused run; race-free because the run itself checks and applies it."""
+        answer = Answer.model_validate(request.model_dump())
         run = await self.get(run_id)
         not_waiting = Conflict(
             f"Run {run_id!r} is {run.status}, not waiting_input: there is nothing to "
@@ -223,6 +225,9 @@ class Runs:
 
     async def list(self, workflow_id: str) -> list[Run]:
         """The workflow's 50 most recently created runs, newest first."""
+        if not looks_like(WORKFLOW_PREFIX, workflow_id):
+            # Never build a visibility query from an id that is not one of ours.
+            await self._definitions.get(workflow_id)
         # The existence check (404) and the listing do not depend on each other.
         _, runs = await asyncio.gather(
             self._definitions.get(workflow_id),
