@@ -167,12 +167,21 @@ def _with_last_block_marked(message: dict[str, Any]) -> dict[str, Any] | None:
     return {**message, "content": [*content[:-1], {**last, "cache_control": dict(EPHEMERAL)}]}
 
 
+# Statuses that pass with time: timeout, conflict (a concurrent request), rate limit,
+# and every 5xx (529 is Anthropic's "overloaded"). Judged by the status itself, not the
+# SDK's exception classes, which vary between SDK versions and gateways.
+_PASSING_STATUSES = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether a model API answer with `status` may succeed if the call is repeated."""
+    return status in _PASSING_STATUSES or 500 <= status <= 599
+
+
 def classify_status_error(err: anthropic.APIStatusError) -> ApplicationError:
     """Rate limits, overload and 5xx pass with time; other statuses need a change."""
     detail = _error_message(err)
-    if isinstance(err, anthropic.RateLimitError | anthropic.InternalServerError) or (
-        err.status_code == 408
-    ):
+    if is_retryable_status(err.status_code):
         return ApplicationError(
             f"The model API answered {err.status_code} ({detail})",
             type=RETRYABLE,

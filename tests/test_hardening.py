@@ -134,3 +134,35 @@ async def test_the_runs_list_refuses_a_foreign_id_before_querying(
         response = await api.get(f"/v1/workflows/{bad}/runs")
         assert response.status_code == 404, response.text
         assert response.json()["error"]["type"] == "not_found_error"
+
+
+# ------------------------------------------------------------------ model errors
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(400, False), (401, False), (403, False), (404, False), (413, False), (422, False),
+     (408, True), (409, True), (429, True), (500, True), (502, True), (503, True),
+     (529, True), (599, True)],
+)
+async def test_model_errors_are_classified_by_status(
+    api: httpx.AsyncClient, worker: Any, fake_anthropic: FakeAnthropic, status: int,
+    retried: bool,
+) -> None:
+    # One failing answer, then a good one: a passing status is retried and the run
+    # completes; any other fails the step at once, and the model is not called again.
+    tag = unique_tag()
+    writer = for_role(tag, "writer")
+    fake_anthropic.reply_error(status, message=f"status {status}", when=writer,
+                               headers={"retry-after": "0"})
+    fake_anthropic.reply_text("written", when=writer)
+    workflow = await create_workflow(api, crew("writer", tag=tag))
+    run_id = (await trigger(api, workflow["id"], "Write."))["id"]
+    done = await wait_for_status(api, run_id, "completed", "failed")
+    if retried:
+        assert done["status"] == "completed", done["error"]
+        assert fake_anthropic.count(writer) == 2
+    else:
+        assert done["status"] == "failed"
+        assert f"rejected the request ({status}" in done["error"]
+        assert fake_anthropic.count(writer) == 1
