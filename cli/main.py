@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="Replay a run's Temporal history against the current workflow code."
     )
     replay.add_argument("run_id", nargs="?", metavar="RUN_ID",
-                        help="the run to fetch from Temporal (TEMPORAL_ADDRESS, default "
-                        f"{EMBEDDED_ADDRESS})")
+                        help="the run to fetch from Temporal: TEMPORAL_ADDRESS, else the "
+                        "address `loopllama dev` recorded in the data directory, else "
+                        f"{EMBEDDED_ADDRESS}")
     replay.add_argument("--file", type=Path, help="replay an exported history JSON instead")
     replay.add_argument("--export", type=Path, help="also write the history to this file")
     replay.add_argument("--debug", action="store_true",

@@ -19,7 +19,7 @@ import uvicorn
 from temporalio.client import Client
 
 from api.app import create_app
-from core.devserver import DevServer
+from core.devserver import DevServer, forget_address, record_address
 from core.outbox import Outbox
 from core.settings import API_KEY_FILE, Secret, Settings
 from core.temporal import (
@@ -95,24 +95,35 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def connect_and_prepare(settings: Settings, address: str, stop: asyncio.Event, *,
-                              wait: float = 30.0) -> Client:
+def one_line(err: BaseException) -> str:
+    """An error's text on one line (the Temporal bridge's can span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+async def connect_and_prepare(settings: Settings, address: str,
+                              stop: asyncio.Event) -> Client:
     """Connect (retrying while the server comes up) and create what the namespace lacks.
 
-    Gives up after `wait` seconds, or at once when `stop` is set (Ctrl-C, SIGTERM).
+    Gives up after `settings.temporal_wait` seconds (LOOPLLAMA_TEMPORAL_WAIT) with a
+    one-line `StartupError`, or at once when `stop` is set (Ctrl-C, SIGTERM).
     """
+    wait = settings.temporal_wait
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
         try:
-            client = await connect(address, settings.temporal_namespace,
-                                   blob_dir=settings.blob_dir)
+            # Bounded, so an address that swallows packets cannot outlast the deadline.
+            client = await asyncio.wait_for(
+                connect(address, settings.temporal_namespace, blob_dir=settings.blob_dir),
+                max(1.0, deadline - loop.time()),
+            )
             break
-        except RuntimeError as err:
-            if loop.time() > deadline:
+        except (RuntimeError, TimeoutError) as err:
+            if loop.time() >= deadline:
+                reason = one_line(err) if isinstance(err, RuntimeError) else "no answer"
                 raise StartupError(
-                    f"Cannot reach Temporal at {address} ({err}). Start it, or fix "
-                    "TEMPORAL_ADDRESS."
+                    f"Cannot reach Temporal at {address} (tried for {wait:g}s: {reason}). "
+                    "Start it, or fix TEMPORAL_ADDRESS."
                 ) from None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
@@ -193,6 +204,9 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
     try:
         settings = replace(settings, temporal_address=address)
         client = await connect_and_prepare(settings, address, stop)
+        # For `loopllama replay` without TEMPORAL_ADDRESS; removed again on a clean stop.
+        record_address(data_dir, address)
+        cleanup.callback(forget_address, data_dir, address)
         async with build_worker(client, settings):
             await _serve_api(
                 settings, listener, stop,

@@ -13,7 +13,13 @@ import sys
 from temporalio.service import RPCError
 
 from cli import serve
-from cli.replay import export_history, fetch_history, history_from_file, replay
+from cli.replay import (
+    ReplayError,
+    export_history,
+    fetch_history,
+    history_from_file,
+    replay,
+)
 from core.devserver import DevServerError
 from core.settings import Settings, SettingsError
 from core.temporal import TemporalSetupError
@@ -56,10 +62,11 @@ def run_server_command(args: argparse.Namespace) -> int:
         elif args.command == "replay":
             return asyncio.run(_replay(settings, args))
     except RPCError as err:
-        print(f"loopllama: Temporal answered: {err.message}", file=sys.stderr)
+        print(f"loopllama: Temporal answered: {serve.one_line(err)}", file=sys.stderr)
         return 1
-    except (SettingsError, DevServerError, TemporalSetupError, serve.StartupError) as err:
-        print(f"loopllama: {err}", file=sys.stderr)
+    except (SettingsError, DevServerError, TemporalSetupError, serve.StartupError,
+            ReplayError) as err:
+        print(f"loopllama: {serve.one_line(err)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, SettingsError) else 1
     except serve.Stopped:
         print("loopllama: stopped before it started.", file=sys.stderr)

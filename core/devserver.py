@@ -36,6 +36,10 @@ PERFORMANCE_FLAGS = [
 
 _PR_SET_PDEATHSIG = 1
 
+# In the data directory while `loopllama dev` runs: the Temporal address it serves, so
+# `loopllama replay` finds it without TEMPORAL_ADDRESS.
+ADDRESS_FILE = "temporal-address"
+
 
 class DevServerError(RuntimeError):
     """The dev server could not be started."""
@@ -182,3 +186,34 @@ class DevServer:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+def record_address(data_dir: Path, address: str) -> Path:
+    """Write `address` to the data directory's address file (atomically); its path."""
+    path = data_dir / ADDRESS_FILE
+    partial = path.with_name(f".{ADDRESS_FILE}.{os.getpid()}")
+    partial.write_text(address + "\n")
+    partial.replace(path)
+    return path
+
+
+def forget_address(data_dir: Path, address: str) -> None:
+    """Remove the address file on a clean stop, unless it names someone else's server
+    (another `loopllama dev` on the same data directory started since)."""
+    path = data_dir / ADDRESS_FILE
+    if recorded_address(data_dir) == address:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def recorded_address(data_dir: Path) -> str | None:
+    """The address `loopllama dev` recorded in `data_dir`, or None.
+
+    After a SIGKILL the file is left behind; callers name it when the address does not
+    answer, so a stale record is never a silent mystery.
+    """
+    try:
+        text = (data_dir / ADDRESS_FILE).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text.strip() or None

@@ -17,6 +17,8 @@ DEFAULT_TASK_QUEUE = "loopllama"
 DEFAULT_DATA_DIR = ".loopllama"
 BLOB_SUBDIR = "blobs"
 DEFAULT_RETENTION_DAYS = 30
+# How long `loopllama api` and `worker` keep trying to reach Temporal at start-up.
+DEFAULT_TEMPORAL_WAIT_SECONDS = 30.0
 API_KEY_FILE = "api-key"
 # Where `loopllama dev` serves Temporal unless told otherwise.
 EMBEDDED_ADDRESS = "127.0.0.1:7233"
@@ -62,6 +64,8 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     # Cache breakpoints on Claude calls (LOOPLLAMA_PROMPT_CACHE=off sends none).
     prompt_cache: bool = True
+    # Seconds `api`, `worker` (and `dev` on TEMPORAL_ADDRESS) wait for Temporal at start.
+    temporal_wait: float = DEFAULT_TEMPORAL_WAIT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +103,8 @@ class Settings:
             )
         blob_dir = get("LOOPLLAMA_BLOB_DIR")
         prompt_cache = parse_switch("LOOPLLAMA_PROMPT_CACHE", get("LOOPLLAMA_PROMPT_CACHE"))
+        temporal_wait = parse_seconds("LOOPLLAMA_TEMPORAL_WAIT", get("LOOPLLAMA_TEMPORAL_WAIT"),
+                                      DEFAULT_TEMPORAL_WAIT_SECONDS)
         return cls(
             api_keys=parse_api_keys(get("LOOPLLAMA_API_KEY")),
             data_dir=Path(get("LOOPLLAMA_DATA_DIR") or DEFAULT_DATA_DIR),
@@ -117,6 +123,7 @@ class Settings:
             blob_dir_override=Path(blob_dir) if blob_dir else None,
             retention_days=int(retention),
             prompt_cache=prompt_cache,
+            temporal_wait=temporal_wait,
         )
 
     @property
@@ -158,6 +165,19 @@ def parse_switch(name: str, raw: str | None, default: bool = True) -> bool:
     value = _SWITCH_VALUES.get(raw.lower())
     if value is None:
         raise SettingsError(f"{name} must be on or off (or true/false, 1/0), got {raw!r}.")
+    return value
+
+
+def parse_seconds(name: str, raw: str | None, default: float) -> float:
+    """A duration in seconds from 0 to 3600 (fractions allowed); unset means `default`."""
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:  # also refuses nan
+        raise SettingsError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}.")
     return value
 
 

@@ -422,6 +422,105 @@ def test_refuses_to_start_without_what_it_needs(
     assert took < 15, took
 
 
+# --- 3b. commands that reach Temporal: an unreachable server is one line, exit 1 ---------
+
+
+def run_to_end(args: list[str], env: dict[str, str], cwd: Path,
+               within: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `loopllama ARGS` to its end, failing (not hanging) after `within` seconds."""
+    try:
+        return subprocess.run(
+            [*loopllama_command(), *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=within,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"still running after {within}s: {err.stderr!r}") from None
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *named: str) -> str:
+    """Exit 1, nothing on stdout, exactly one line on stderr naming each of `named`."""
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == "", done
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    for text in named:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["replay", "replay-recorded", "worker", "api"])
+def test_unreachable_temporal_is_one_line_naming_the_address(
+    command: str, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    data_dir = tmp_path / "data"
+    # LOOPLLAMA_TEMPORAL_WAIT: api and worker give up after 1 s instead of 30.
+    env = child_env(data_dir, TEMPORAL_ADDRESS=address, LOOPLLAMA_API_KEY="a-key",
+                    LOOPLLAMA_TEMPORAL_WAIT="1")
+    args = {
+        "replay": ["replay", "ckrun-anything"],
+        "replay-recorded": ["replay", "ckrun-anything"],
+        "worker": ["worker"],
+        "api": ["api", "--port", str(free_port())],
+    }[command]
+    named = [address]
+    if command == "replay-recorded":
+        # A record left by a `loopllama dev` that was SIGKILLed: named, so never a mystery.
+        del env["TEMPORAL_ADDRESS"]
+        data_dir.mkdir()
+        (data_dir / "temporal-address").write_text(address + "\n")
+        named.append(str(data_dir / "temporal-address"))
+    started = time.monotonic()
+    line = assert_one_line_error(run_to_end(args, env, tmp_path), *named)
+    assert line.startswith(f"loopllama: Cannot reach Temporal at {address} "), line
+    assert time.monotonic() - started < 20
+
+
+def test_replay_finds_the_temporal_of_loopllama_dev(tmp_path: Path) -> None:
+    """No TEMPORAL_ADDRESS and no LOOPLLAMA_DATA_DIR: both use ./.loopllama in the cwd."""
+    data_dir = tmp_path / ".loopllama"
+    record = data_dir / "temporal-address"
+    crashes: list[str] = []
+    api_port, temporal_port, ui_port = distinct_ports(3)
+    env = child_env()
+    dev = Child(["dev", "--port", str(api_port), "--temporal-port", str(temporal_port),
+                 "--ui-port", str(ui_port)], env=env, cwd=tmp_path)
+    with cleanup(dev, data_dir=data_dir):
+        match = BANNER_KEY.search(wait_for_banner(dev))
+        assert match, dev.describe()
+        address = f"127.0.0.1:{temporal_port}"
+        assert record.read_text().strip() == address
+
+        auth = {"Authorization": f"Bearer {match.group(1)}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}/v1", timeout=15.0,
+                          headers=auth) as http:
+            created = http.post("/workflows", json=CREW)
+            assert created.status_code == 201, created.text
+            triggered = http.post(f"/workflows/{created.json()['data']['id']}/runs",
+                                  json={"input": "x"})
+            assert triggered.status_code == 202, triggered.text
+            run_id = triggered.json()["data"]["id"]
+            wait_until(
+                lambda: http.get(f"/runs/{run_id}").json()["data"]["status"] == "completed",
+                within=30, what="the run completes",
+            )
+
+        done = run_to_end(["replay", run_id], env, tmp_path, within=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("events, deterministic"), done.stdout
+
+        missing = "ckrun-does-not-exist"
+        line = assert_one_line_error(run_to_end(["replay", missing], env, tmp_path),
+                                     missing, address)
+        assert line.startswith(f"loopllama: No run {missing} "), line
+
+        # A clean stop removes the record: it only ever names a running server.
+        assert_stopped_cleanly(dev, data_dir, temporal_port, crashes)
+        assert not record.exists()
+    xfail_if_crashed(crashes)
+
+
 # --- 4. api + worker as separate processes against an existing server -------------------
 
 
