@@ -12,6 +12,7 @@ from temporalio.client import Client
 from api.auth import BearerAuthMiddleware, bearer_scheme
 from api.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
 from api.errors import UnexpectedErrorMiddleware, install_error_handlers
+from api.openapi import install_openapi
 from api.routes import health, runs, workflows
 from api.temporal_connection import TemporalConnection
 from core.settings import Settings
@@ -57,4 +58,5 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     v1.include_router(runs.router)
     app.include_router(health.router)
     app.include_router(v1)
+    install_openapi(app)
     return app

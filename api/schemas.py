@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.types import RespondAccepted, Run, RunSummary
+from core.types import RespondAccepted, Run, RunSummary, Workflow
 
 
 class ErrorBody(BaseModel):
@@ -50,18 +50,60 @@ class RespondEnvelope(BaseModel):
     data: RespondAccepted
 
 
+class WorkflowEnvelope(BaseModel):
+    """`{"data": workflow}`."""
+
+    data: Workflow
+
+
+class WorkflowListEnvelope(BaseModel):
+    """`{"data": [workflow, ...]}`, newest first."""
+
+    data: list[Workflow]
+
+
+class WorkflowDeleted(BaseModel):
+    """What `DELETE /v1/workflows/{id}` answers."""
+
+    id: str
+    deleted: bool
+
+
+class WorkflowDeletedEnvelope(BaseModel):
+    """`{"data": {"id", "deleted": true}}`."""
+
+    data: WorkflowDeleted
+
+
+class TemporalHealth(BaseModel):
+    """Whether this API process reaches Temporal, and where it looks."""
+
+    reachable: bool
+    namespace: str
+    task_queue: str
+
+
+class Health(BaseModel):
+    """`GET /health`: `ok` (200) or `degraded` (503)."""
+
+    status: str
+    temporal: TemporalHealth
+
+
 _MEANINGS = {
     400: "The request is invalid; the message says what to send instead.",
     401: "Missing or wrong API key.",
     404: "No such resource.",
     409: "The resource is not in a state that allows this.",
+    413: "The request body is over 1 MiB.",
     503: "Temporal, or a worker, did not answer in time; nothing was confirmed.",
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the error statuses a route can answer."""
+    """OpenAPI `responses` entries for the error statuses a `/v1` route can answer
+    (besides these, every one may answer 401 and 503)."""
     return {
         status: {"model": ErrorEnvelope, "description": _MEANINGS[status]}
-        for status in (401, *statuses, 503)
+        for status in sorted({401, *statuses, 503})
     }

@@ -10,11 +10,15 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.service import RPCError
 
 from api.deps import SettingsDep
+from api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get(
+    "/health", response_model=Health,
+    responses={503: {"model": Health, "description": "Temporal is not reachable."}},
+)
 async def health(request: Request, settings: SettingsDep) -> JSONResponse:
     """200 when Temporal answers, 503 when it does not; says which either way."""
     client = request.app.state.temporal.client

@@ -20,7 +20,7 @@ router = APIRouter(tags=["runs"])
 
 @router.post(
     "/workflows/{workflow_id}/runs", status_code=202, response_model=RunSummaryEnvelope,
-    responses=error_responses(400, 404, 409),
+    responses=error_responses(400, 404, 409, 413),
 )
 async def trigger_run(
     workflow_id: str, body: TriggerRequest, runs: RunsDep, idempotency_key: IdempotencyKey = None
@@ -50,7 +50,7 @@ async def get_run(run_id: str, runs: RunsDep) -> JSONResponse:
 
 @router.post(
     "/runs/{run_id}/respond", status_code=202, response_model=RespondEnvelope,
-    responses=error_responses(400, 404, 409),
+    responses=error_responses(400, 404, 409, 413),
 )
 async def respond_to_run(run_id: str, body: RespondRequest, runs: RunsDep) -> JSONResponse:
     """Answer a paused run's question or approval; 202 and the run resumes.
