@@ -34,9 +34,11 @@ server's `Retry-After`. No other status is ever retried. `workflows.create` and
 `runs.trigger` send an `Idempotency-Key` (one per call, the same on each retry), so the
 server hands back what the first attempt made and they are resent after any
 connection failure, like reads, PATCH, pause, resume and delete. `runs.respond` (and its
-helpers) is not resent after a connection broke mid-request (the server may have
-taken the answer, and a resent one could answer the next pause); only when the
-connection was never made, or after a 429/503 answer.
+helpers) sends the pause id when it answers a `Run` it read (or is given `pause_id`);
+only then is it resent after a connection broke mid-request, since the server refuses
+an answer for a pause already answered (409). Without a pause id it is resent only when
+the connection was never made, or after a 429/503 answer. `runs.cancel` and
+`runs.retry` are not resent after a broken connection either.
 
 Testing. Inject the HTTP layer: `AsyncLoopLlama(key, "http://testserver",
 transport=httpx.ASGITransport(app=app))` calls an ASGI app in process. For the sync
@@ -69,6 +71,7 @@ from loopllama.types import (
     RUN_STATUSES,
     TERMINAL_STATUSES,
     Agent,
+    CustomTool,
     Decision,
     HumanInTheLoop,
     Pending,
@@ -95,6 +98,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "CustomTool",
     "Decision",
     "HumanInTheLoop",
     "InternalServerError",

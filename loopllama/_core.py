@@ -36,6 +36,7 @@ from loopllama.errors import (
 )
 from loopllama.types import (
     Agent,
+    CustomTool,
     Decision,
     HumanInTheLoop,
     RespondResult,
@@ -156,14 +157,9 @@ def _many(model: type[M]) -> Callable[[Any], list[M]]:
     return parse
 
 
-def _agent_json(agent: Agent | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(agent, Agent):
-        return agent.model_dump(mode="json", exclude_unset=True)
-    return dict(agent)
-
-
-def _hitl_json(value: HumanInTheLoop | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(value, HumanInTheLoop):
+def _model_json(value: pydantic.BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    # Only the fields set are sent, so the server's defaults apply to the rest.
+    if isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
     return dict(value)
 
@@ -173,6 +169,7 @@ def workflow_fields(
     description: str | None = None,
     crew: Sequence[Agent | Mapping[str, Any]] | None = None,
     human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+    tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON fields of a workflow body; None means "not given"."""
     body: dict[str, Any] = {}
@@ -181,9 +178,11 @@ def workflow_fields(
     if description is not None:
         body["description"] = description
     if crew is not None:
-        body["crew"] = [_agent_json(agent) for agent in crew]
+        body["crew"] = [_model_json(agent) for agent in crew]
     if human_in_the_loop is not None:
-        body["human_in_the_loop"] = _hitl_json(human_in_the_loop)
+        body["human_in_the_loop"] = _model_json(human_in_the_loop)
+    if tools is not None:
+        body["tools"] = [_model_json(tool) for tool in tools]
     return body
 
 

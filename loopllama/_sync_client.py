@@ -26,6 +26,7 @@ from loopllama._core import (
 from loopllama.errors import LoopLlamaError
 from loopllama.types import (
     Agent,
+    CustomTool,
     Decision,
     HumanInTheLoop,
     RespondResult,
@@ -141,10 +142,15 @@ class Workflows:
         crew: Sequence[Agent | Mapping[str, Any]] | None = None,
         description: str | None = None,
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+        tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
     ) -> Workflow:
-        """Create a workflow from keywords, or from a dict body (keywords override it)."""
+        """Create a workflow from keywords, or from a dict body (keywords override it).
+
+        `tools` declares custom tools (name, description, input_schema, url) that agents
+        may list in their own `tools`.
+        """
         body = {**(spec or {}), **_core.workflow_fields(name, description, crew,
-                                                         human_in_the_loop)}
+                                                         human_in_the_loop, tools)}
         return self._client._request(_core.create_workflow(body))
 
     def list(self) -> list[Workflow]:
@@ -163,10 +169,12 @@ class Workflows:
         description: str | None = None,
         crew: Sequence[Agent | Mapping[str, Any]] | None = None,
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
+        tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
         **fields: Any,
     ) -> Workflow:
         """Change the given fields (others stay); extra keywords are sent as they are."""
-        body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop)}
+        body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop,
+                                                   tools)}
         return self._client._request(_core.update_workflow(workflow_id, body))
 
     def delete(self, workflow_id: str) -> WorkflowDeleted:

@@ -18,6 +18,7 @@ __all__ = [
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
     "Agent",
+    "CustomTool",
     "Decision",
     "HumanInTheLoop",
     "Pending",
@@ -83,8 +84,18 @@ class HumanInTheLoop(_Model):
     input_timeout_seconds: int | None = None
 
 
+class CustomTool(_Model):
+    """A tool the workflow declares: agents that list `name` may call it, and its input
+    (checked against `input_schema`, a JSON schema) is POSTed as JSON to `url`."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    url: str
+
+
 class Workflow(_Model):
-    """A named crew plus its human-in-the-loop settings.
+    """A named crew plus its human-in-the-loop settings and custom tools.
 
     `status` is ``"active"`` or ``"paused"`` (a paused workflow refuses new runs).
     """
@@ -95,6 +106,7 @@ class Workflow(_Model):
     status: str = "active"
     crew: list[Agent] = Field(default_factory=list)
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
+    tools: list[CustomTool] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -820,3 +820,42 @@ async def test_async_retry_a_failed_run(
         assert retried.id == failed.id and retried.error is None
         done = await sdk.runs.poll(failed.id, interval=FAST, timeout=30)
     assert done.status == "completed" and done.error is None
+
+
+# --- The SDK's models and the served schema ---------------------------------------------
+
+# SDK model -> the schema component the server documents for the same object.
+SCHEMA_OF = {
+    loopllama.Run: "Run", loopllama.Step: "Step", loopllama.Pending: "Pending",
+    loopllama.Workflow: "Workflow", loopllama.Agent: "AgentConfig",
+    loopllama.HumanInTheLoop: "HumanInTheLoopConfig", loopllama.CustomTool: "CustomToolConfig",
+    loopllama.RespondResult: "RespondAccepted", loopllama.WorkflowDeleted: "WorkflowDeleted",
+}
+
+
+async def test_sdk_models_cover_every_field_the_api_documents(
+    temporal: Client, settings: Settings
+) -> None:
+    schema = create_app(settings, temporal).openapi()["components"]["schemas"]
+    for model, name in SCHEMA_OF.items():
+        served = set(schema[name]["properties"])
+        assert set(model.model_fields) == served, (model.__name__, name)
+    # And the request bodies the SDK builds use only fields the API accepts.
+    assert set(loopllama.Agent.model_fields) == set(schema["Agent"]["properties"])
+    assert set(loopllama.CustomTool.model_fields) == set(schema["CustomTool"]["properties"])
+
+
+async def test_async_custom_tools_round_trip(sdk: AsyncLoopLlama, worker: Any) -> None:
+    tool = loopllama.CustomTool(
+        name="crm_update", description="Update a contact.", url="https://crm.example.com/u",
+        input_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+    )
+    workflow = await sdk.workflows.create(
+        name="crm", crew=[loopllama.Agent(role="a", model=OFFLINE, tools=["crm_update"])],
+        tools=[tool],
+    )
+    assert workflow.tools == [tool]
+    changed = await sdk.workflows.update(workflow.id, tools=[tool.model_copy(
+        update={"description": "Update a CRM contact."})])
+    assert changed.tools[0].description == "Update a CRM contact."
+    assert (await sdk.workflows.get(workflow.id)).tools == changed.tools
