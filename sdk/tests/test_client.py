@@ -1,0 +1,449 @@
+"""The SDK against a real HTTP stub on 127.0.0.1: configuration, retries, errors the
+API never produces (429, 500, dropped connections) and the poll loop's edge cases.
+
+Needs only the SDK and pytest (`pip install ./sdk[test]`); the tests against the real
+server are in the server's tests/test_sdk.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import loopllama
+import pytest
+from loopllama import (
+    APIConnectionError,
+    AsyncLoopLlama,
+    BadRequestError,
+    ConflictError,
+    LoopLlama,
+    LoopLlamaError,
+    NotFoundError,
+    RateLimitError,
+    Run,
+    ServiceUnavailableError,
+    Workflow,
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def assert_utc(run_or_workflow: Run | Workflow) -> None:
+    created = run_or_workflow.created_at
+    assert created.tzinfo is not None and created.utcoffset() == timedelta(0)
+
+
+# --- Fixtures and helpers: the HTTP stub ------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request the stub received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+DROP = "drop"  # a handler's reply meaning: close the connection without answering
+Reply = tuple[int, dict[str, str], Any] | str
+Handler = Callable[[Seen], Reply]
+
+
+class _StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    handler: Handler
+    seen: list[Seen]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (the timeout test) is expected; anything else is shown.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _StubRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _StubServer
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                    json.loads(raw) if raw else None)
+        self.server.seen.append(seen)
+        reply = self.server.handler(seen)
+        if isinstance(reply, str):  # DROP
+            self.close_connection = True
+            return
+        status, headers, body = reply
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if not isinstance(body, bytes):
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def stub(handler: Handler) -> Iterator[tuple[str, list[Seen]]]:
+    """A real HTTP server on 127.0.0.1 answering with `handler`; yields (url, seen)."""
+    server = _StubServer(("127.0.0.1", 0), _StubRequestHandler)
+    server.handler = handler
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def scripted(*replies: Reply) -> Handler:
+    """Answer with `replies` in order, repeating the last one."""
+    queue = list(replies)
+
+    def handle(_: Seen) -> Reply:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return handle
+
+
+def error(status: int, error_type: str, message: str, **headers: str) -> Reply:
+    return status, headers, {"error": {"type": error_type, "message": message}}
+
+
+TS = "2026-05-20T17:10:00.000Z"
+
+
+def run_json(status: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": "ckrun1", "workflow_id": "ckva1", "status": status, "input": "x",
+        "output": None, "error": None, "total_steps": 1, "tokens_in": 0, "tokens_out": 0,
+        "started_at": TS, "finished_at": None, "created_at": TS, "pending": None,
+        "steps": [], **fields,
+    }
+
+
+OK_LIST: Reply = (200, {}, {"data": []})
+UNAVAILABLE = error(503, "service_unavailable", "Temporal cannot be reached.", **{
+    "Retry-After": "0"})
+
+
+class PausingRun:
+    """A stub run that pauses for a question, then for an approval, then completes.
+
+    `stale_reads`: after each answer, this many GETs still show the old pause (a server
+    whose reads lag its writes). `conflict_first`: the first answer gets 409 because
+    "someone else" answered it, and the run moves on anyway.
+    """
+
+    PAUSES = (
+        {"kind": "input", "prompt": "What tone?"},
+        {"kind": "approval", "prompt": "Send an email to bob@example.com",
+         "tool": "send_email", "tool_input": {"to": "bob@example.com"}},
+    )
+
+    def __init__(self, *, stale_reads: int = 0, conflict_first: bool = False) -> None:
+        self.stage = 0
+        self.stale = 0
+        self.stale_reads = stale_reads
+        self.conflict_first = conflict_first
+        self.lock = threading.Lock()
+
+    def run(self, stage: int) -> dict[str, Any]:
+        if stage < len(self.PAUSES):
+            return run_json("waiting_input", pending=self.PAUSES[stage], tokens_in=10 * stage + 5)
+        return run_json("completed", output="done", tokens_in=99, finished_at=TS)
+
+    def __call__(self, seen: Seen) -> Reply:
+        with self.lock:
+            if seen.method == "GET" and seen.path == "/v1/runs/ckrun1":
+                stage = self.stage - 1 if self.stale > 0 else self.stage
+                self.stale = max(0, self.stale - 1)
+                return 200, {}, {"data": self.run(stage)}
+            if seen.method == "POST" and seen.path == "/v1/runs/ckrun1/respond":
+                if self.stage >= len(self.PAUSES):
+                    return error(409, "conflict_error", "Run ckrun1 is not waiting for input.")
+                expected = ("input",) if self.stage == 0 else ("approve", "reject")
+                if seen.body["action"] not in expected:
+                    return error(400, "invalid_request_error", "action does not match.")
+                self.stage += 1
+                self.stale = self.stale_reads
+                if self.conflict_first and self.stage == 1:
+                    return error(409, "conflict_error", "Someone else answered first.")
+                return 202, {}, {"data": {"id": "ckrun1", "status": "running"}}
+            return error(404, "not_found_error", f"No route {seen.path}")
+
+
+def responds(seen: list[Seen]) -> list[Any]:
+    return [s.body for s in seen if s.path.endswith("/respond")]
+
+
+# --- Configuration ----------------------------------------------------------------------
+
+
+def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOOPLLAMA_API_KEY", raising=False)
+    monkeypatch.delenv("LOOPLLAMA_BASE_URL", raising=False)
+    with pytest.raises(LoopLlamaError, match="LOOPLLAMA_API_KEY"):
+        LoopLlama()
+    with pytest.raises(LoopLlamaError, match="LOOPLLAMA_API_KEY"):
+        AsyncLoopLlama()
+    assert LoopLlama("k").base_url == "http://127.0.0.1:8000"
+
+    extra = run_json("archived", brand_new_field={"x": 1})  # a newer server's answer
+    with stub(scripted((200, {}, {"data": extra}))) as (url, seen):
+        monkeypatch.setenv("LOOPLLAMA_API_KEY", "env-key")
+        monkeypatch.setenv("LOOPLLAMA_BASE_URL", url + "/v1/")  # as `loopllama dev` prints
+        with LoopLlama() as client:
+            assert "env-key" not in repr(client)
+            run = client.runs.get("ckrun1")
+    assert run.status == "archived" and not run.is_terminal and not run.is_waiting
+    assert_utc(run)
+    (request,) = seen
+    assert (request.method, request.path) == ("GET", "/v1/runs/ckrun1")
+    assert request.headers["authorization"] == "Bearer env-key"
+
+
+def test_ids_cannot_escape_their_path_segment() -> None:
+    with stub(scripted(error(404, "not_found_error", "No run."))) as (url, seen):
+        with LoopLlama("k", url) as client, pytest.raises(NotFoundError):
+            client.runs.get("../workflows")
+    assert seen[0].path == "/v1/runs/..%2Fworkflows"
+
+
+# --- The async client against the real API ---------------------------------------------
+
+
+# --- Retries (HTTP stub) ----------------------------------------------------------------
+
+
+def test_sync_retries_503_twice_then_succeeds() -> None:
+    with stub(scripted(UNAVAILABLE, UNAVAILABLE, OK_LIST)) as (url, seen):
+        with LoopLlama("k", url, max_retries=2) as client:
+            assert client.workflows.list() == []
+    assert len(seen) == 3
+
+
+async def test_async_retries_429_and_503_then_succeeds() -> None:
+    limited = error(429, "rate_limit_error", "Slow down.", **{"Retry-After": "0"})
+    with stub(scripted(limited, UNAVAILABLE, OK_LIST)) as (url, seen):
+        async with AsyncLoopLlama("k", url, max_retries=2) as client:
+            assert await client.workflows.list() == []
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+async def test_400_is_never_retried(client_kind: str) -> None:
+    refused = error(400, "invalid_request_error", "crew: must have at least 1 agent.")
+    with stub(scripted(refused)) as (url, seen):
+        with pytest.raises(BadRequestError, match="crew: must have at least 1 agent"):
+            if client_kind == "sync":
+
+                def create() -> None:
+                    with LoopLlama("k", url) as client:
+                        client.workflows.create(name="x", crew=[])
+
+                await asyncio.to_thread(create)
+            else:
+                async with AsyncLoopLlama("k", url) as client:
+                    await client.workflows.create(name="x", crew=[])
+    assert len(seen) == 1
+    assert seen[0].body == {"name": "x", "crew": []}
+
+
+def test_retries_stop_at_max_retries_and_other_statuses_are_not_retried() -> None:
+    with stub(scripted(UNAVAILABLE)) as (url, seen), LoopLlama("k", url) as client:
+        with pytest.raises(ServiceUnavailableError, match="Temporal cannot be reached"):
+            client.workflows.list()
+        assert len(seen) == 3  # 1 + max_retries (2)
+    limited = error(429, "rate_limit_error", "Slow down.", **{"Retry-After": "0"})
+    with stub(scripted(limited)) as (url, seen):
+        with LoopLlama("k", url, max_retries=0) as client, pytest.raises(RateLimitError):
+            client.workflows.list()
+        assert len(seen) == 1
+    for reply in (error(500, "api_error", "Internal error; it has been logged."),
+                  (502, {"Content-Type": "text/html"}, b"<html>Bad gateway</html>"),
+                  error(409, "conflict_error", "Paused.")):
+        with stub(scripted(reply)) as (url, seen), LoopLlama("k", url) as client:
+            with pytest.raises(loopllama.APIStatusError) as failed:
+                client.workflows.list()
+            assert len(seen) == 1
+        assert failed.value.status == reply[0]
+    assert isinstance(failed.value, ConflictError)
+
+
+def test_backoff_and_retry_after() -> None:
+    with stub(scripted(error(503, "service_unavailable", "Down."), OK_LIST)) as (url, seen):
+        with LoopLlama("k", url, max_retries=1) as client:
+            started = time.monotonic()
+            client.workflows.list()
+            waited = time.monotonic() - started
+    assert len(seen) == 2 and 0.3 <= waited < 3  # 0.5 s ± 25% jitter
+    limited = error(429, "rate_limit_error", "Slow down.", **{"Retry-After": "1"})
+    with stub(scripted(limited, OK_LIST)) as (url, seen):
+        with LoopLlama("k", url, max_retries=1) as client:
+            started = time.monotonic()
+            client.workflows.list()
+            waited = time.monotonic() - started
+    assert len(seen) == 2 and 0.9 <= waited < 3
+
+
+def test_connection_errors() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    with LoopLlama("k", closed, max_retries=0) as client:
+        with pytest.raises(APIConnectionError):
+            client.workflows.list()
+    # A dropped connection may have reached the server: reads are resent, and so are
+    # create and trigger, which carry one Idempotency-Key for all their attempts; an
+    # answer to a pause is not (it could answer the next pause).
+    with stub(scripted(DROP)) as (url, seen), LoopLlama("k", url, max_retries=2) as client:
+        with pytest.raises(APIConnectionError):
+            client.runs.get("ckrun1")
+        assert len(seen) == 3
+        for act in (lambda: client.runs.trigger("ckva1", "x"),
+                    lambda: client.workflows.create(name="x", crew=[])):
+            seen.clear()
+            with pytest.raises(APIConnectionError):
+                act()
+            keys = [s.headers.get("idempotency-key") for s in seen]
+            assert len(keys) == 3 and keys[0] and len(set(keys)) == 1
+        seen.clear()
+        with pytest.raises(APIConnectionError):
+            client.runs.answer("ckrun1", "yes")
+        assert len(seen) == 1
+        assert "idempotency-key" not in seen[0].headers
+        # Each call gets its own key.
+        seen.clear()
+        for _ in range(2):
+            with pytest.raises(APIConnectionError):
+                client.runs.trigger("ckva1", "x")
+        assert len({s.headers.get("idempotency-key") for s in seen}) == 2
+
+
+async def test_unreadable_answers_and_timeouts() -> None:
+    unreadable: list[Reply] = [
+        (200, {}, b"not json"), (200, {}, {"workflows": []}),
+        (200, {}, {"data": {"not": "a list"}}), (200, {}, {"data": [{"id": 1}]}),
+    ]
+    for reply in unreadable:
+        with stub(scripted(reply)) as (url, _):
+            async with AsyncLoopLlama("k", url) as client:
+                with pytest.raises(loopllama.APIResponseValidationError):
+                    await client.workflows.list()
+
+    def slow(_: Seen) -> Reply:
+        time.sleep(1)
+        return OK_LIST
+
+    with stub(slow) as (url, seen):
+        async with AsyncLoopLlama("k", url, timeout=0.2, max_retries=0) as client:
+            with pytest.raises(loopllama.APITimeoutError):
+                await client.workflows.list()
+    assert len(seen) == 1
+
+
+# --- poll() and human-in-the-loop (HTTP stub) -------------------------------------------
+
+
+def test_sync_poll_answers_two_pauses_with_a_callback() -> None:
+    kinds: list[str] = []
+
+    def decide(run: Run) -> str | loopllama.Decision:
+        assert run.pending is not None and run.is_waiting
+        kinds.append(run.pending.kind)
+        return "Friendly." if run.pending.kind == "input" else loopllama.approve()
+
+    # Reads that lag the answer must not make the callback answer the same pause twice.
+    with stub(PausingRun(stale_reads=1)) as (url, seen), LoopLlama("k", url) as client:
+        run = client.runs.poll("ckrun1", interval=0.02, timeout=10, on_waiting_input=decide)
+    assert run.status == "completed" and run.output == "done"
+    assert kinds == ["input", "approval"]
+    assert responds(seen) == [{"action": "input", "input": "Friendly."}, {"action": "approve"}]
+
+
+async def test_async_poll_with_async_callback_none_and_409() -> None:
+    calls: list[str] = []
+
+    async def decide(run: Run) -> str | loopllama.Decision | None:
+        assert run.pending is not None
+        calls.append(run.pending.kind)
+        if run.pending.kind == "input":
+            return None if calls.count("input") == 1 else "Friendly."  # later, then answer
+        return loopllama.reject("Not external addresses.")
+
+    with stub(PausingRun(conflict_first=True)) as (url, seen):
+        async with AsyncLoopLlama("k", url) as client:
+            run = await client.runs.poll("ckrun1", interval=0.02, timeout=10,
+                                         on_waiting_input=decide)
+    assert run.status == "completed"
+    assert calls == ["input", "input", "approval"]  # the 409 was not an error
+    assert responds(seen) == [
+        {"action": "input", "input": "Friendly."},
+        {"action": "reject", "reason": "Not external addresses."},
+    ]
+
+
+async def test_poll_without_callback_returns_the_paused_run_and_bad_callbacks_fail() -> None:
+    with stub(PausingRun()) as (url, _):
+        async with AsyncLoopLlama("k", url) as client:
+            paused = await client.runs.poll("ckrun1", interval=0.02, timeout=10)
+            assert paused.is_waiting and paused.pending is not None
+            assert (paused.pending.kind, paused.pending.prompt) == ("input", "What tone?")
+            with pytest.raises(TypeError, match="on_waiting_input must return"):
+                await client.runs.poll(
+                    "ckrun1", on_waiting_input=lambda run: 42  # type: ignore[arg-type, return-value]
+                )
+            with pytest.raises(BadRequestError, match="action does not match"):
+                await client.runs.poll("ckrun1", on_waiting_input=lambda run: loopllama.approve())
+            result = await client.runs.answer(paused, "Friendly.")
+            assert (result.id, result.status) == ("ckrun1", "running")
+            approval = await client.runs.get("ckrun1")
+            assert approval.pending is not None and approval.pending.tool == "send_email"
+            assert approval.pending.tool_input == {"to": "bob@example.com"}
+            await client.runs.reject("ckrun1", "no")
+            with pytest.raises(ConflictError):
+                await client.runs.approve("ckrun1")
+
+    async def later(run: Run) -> None:
+        return None
+
+    with stub(PausingRun()) as (url, _), LoopLlama("k", url) as sync_client:
+        with pytest.raises(TypeError, match="AsyncLoopLlama"):
+            sync_client.runs.poll(
+                "ckrun1", interval=0.02, on_waiting_input=later  # type: ignore[arg-type]
+            )
+        with pytest.raises(LoopLlamaError, match="interval"):
+            sync_client.runs.poll("ckrun1", interval=0)
+
+
+# --- Human in the loop through the real server (once the respond endpoint exists) -------

