@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from api.auth import BearerAuthMiddleware, bearer_scheme
 from api.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
+from api.docs import install_docs
 from api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from api.openapi import install_openapi
 from api.routes import health, runs, workflows
@@ -44,9 +45,13 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         version="0.1.0",
         description="Durable crews of LLM agents with humans in the loop, on Temporal.",
         lifespan=lifespan,
+        # Served by install_docs from local assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.temporal = connection
+    app.state.run_event_hub = None
     # The last added runs first: authenticate, then bound the body, then the app.
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
@@ -59,4 +64,5 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(v1)
     install_openapi(app)
+    install_docs(app)
     return app

@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from api.errors import TEMPORAL_UNREACHABLE, Unavailable
 from api.services.definitions import Definitions
+from api.services.run_events import RunEventHub, RunEventSource
 from api.services.runs import Runs
 from api.temporal_connection import TemporalConnection
 from core.settings import Settings
@@ -49,6 +50,18 @@ async def get_runs(client: ClientDep, settings: SettingsDep, definitions: Defini
 
 
 RunsDep = Annotated[Runs, Depends(get_runs)]
+
+
+async def get_event_hub(request: Request, client: ClientDep) -> RunEventHub:
+    """This process's fan-out of run events (made with its Temporal client on first use)."""
+    hub: RunEventHub | None = request.app.state.run_event_hub
+    if hub is None:
+        hub = RunEventHub(RunEventSource(client))
+        request.app.state.run_event_hub = hub
+    return hub
+
+
+EventHubDep = Annotated[RunEventHub, Depends(get_event_hub)]
 
 
 IdempotencyKey = Annotated[

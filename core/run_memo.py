@@ -24,6 +24,14 @@ def step_key(order: int) -> str:
     return f"{_STEP_PREFIX}{order:04d}"
 
 
+def step_order(key: str) -> int | None:
+    """The order of the step a memo key holds, or None when it holds no step."""
+    if not key.startswith(_STEP_PREFIX):
+        return None
+    digits = key[len(_STEP_PREFIX):]
+    return int(digits) if digits.isdigit() else None
+
+
 def run_memo(run: Run, steps: Iterable[Step] = ()) -> dict[str, Any]:
     """Memo entries for the run's header and the given (changed) steps."""
     memo: dict[str, Any] = {RUN_KEY: run.model_dump(mode="json", exclude={"steps"})}

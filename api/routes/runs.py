@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from collections.abc import AsyncIterator
+from typing import Annotated
 
-from api.deps import IdempotencyKey, RunsDep
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import EventHubDep, IdempotencyKey, RunsDep
+from api.errors import BadRequest
 from api.schemas import (
     RespondEnvelope,
     RunEnvelope,
@@ -79,3 +83,44 @@ async def retry_run(run_id: str, runs: RunsDep) -> JSONResponse:
     """Go on with a failed run from its failed step (an extension); earlier steps keep
     their outputs and are not called again. 409 unless the run is `failed`."""
     return JSONResponse({"data": (await runs.retry(run_id)).summary()}, status_code=202)
+
+
+# A comment line this often keeps proxies and clients from timing out an idle stream.
+KEEPALIVE_SECONDS = 10.0
+
+
+@router.get(
+    "/runs/{run_id}/events", response_class=StreamingResponse,
+    responses={
+        200: {"description": "Server-Sent Events: every event of the run, then live ones "
+                             "until its end.",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **error_responses(400, 404),
+    },
+)
+async def run_events(
+    run_id: str, runs: RunsDep, hub: EventHubDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """The run's events as Server-Sent Events (an extension): `id` 1, 2, 3, ... per run,
+    `event` the type, `data` `{"type", "run_id", "created_at", "data"}`. Replays from
+    the start, or after `Last-Event-ID`, then follows live; closes after the run's end.
+    """
+    after = 0
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise BadRequest(
+                f"Last-Event-ID must be the id of an event of this run (an integer), got "
+                f"{last_event_id!r}."
+            )
+        after = int(last_event_id)
+    execution = await runs.current_execution(run_id)
+
+    async def stream() -> AsyncIterator[str]:
+        async for event in hub.watch(run_id, execution, after, KEEPALIVE_SECONDS):
+            yield ": keep-alive\n\n" if event is None else event.sse()
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -35,32 +35,30 @@ async def reconcile(
     """`run` as the execution ended, when it ended without saying so in the memo."""
     if not needs_reconciling(run, status):
         return run
+    event = await _close_event(client, run.id, temporal_run_id)
+    return closed_as(run, event, close_time)
+
+
+def closed_as(run: Run, event: HistoryEvent | None, close_time: datetime | None) -> Run:
+    """`run` (unfinished in its memo) as its execution's close `event` ended it."""
     run.pending = None
     run.finished_at = truncate_to_millis(close_time) if close_time else None
-    if status == WorkflowExecutionStatus.CANCELED:
+    kind = event.event_type if event is not None else None
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
         run.status = "cancelled"
         return run
     run.status = "failed"
-    run.error = await _why_closed(client, run.id, temporal_run_id, status)
+    if event is not None and kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        reason = event.workflow_execution_terminated_event_attributes.reason.strip()
+        run.error = f"Terminated in Temporal: {reason or 'no reason given'}"
+    elif event is not None and kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+        run.error = "Timed out in Temporal: the run passed its workflow execution timeout"
+    elif event is not None and kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        message = event.workflow_execution_failed_event_attributes.failure.message
+        run.error = f"Failed in Temporal: {message or 'no message given'}"
+    else:
+        run.error = "Ended in Temporal without finishing"
     return run
-
-
-async def _why_closed(
-    client: Client, run_id: str, temporal_run_id: str | None,
-    status: WorkflowExecutionStatus | None,
-) -> str:
-    event = await _close_event(client, run_id, temporal_run_id)
-    if event is not None:
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-            reason = event.workflow_execution_terminated_event_attributes.reason.strip()
-            return f"Terminated in Temporal: {reason or 'no reason given'}"
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-            return "Timed out in Temporal: the run passed its workflow execution timeout"
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            message = event.workflow_execution_failed_event_attributes.failure.message
-            return f"Failed in Temporal: {message or 'no message given'}"
-    name = status.name.lower().replace("_", " ") if status is not None else "closed"
-    return f"Ended in Temporal as {name}"
 
 
 async def _close_event(

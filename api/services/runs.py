@@ -189,6 +189,12 @@ class Runs:
         await reset_to(self._client, run, description.run_id, event_id)
         return await self.get(run_id)
 
+    async def current_execution(self, run_id: str) -> str:
+        """The Temporal run id of the run's latest execution (a retry makes a new one);
+        404 for an unknown run."""
+        _, description = await self._require(run_id)
+        return description.run_id
+
     async def _require(self, run_id: str) -> tuple[Run, WorkflowExecutionDescription]:
         found = await self._describe(run_id)
         if found is None:
