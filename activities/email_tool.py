@@ -1,4 +1,15 @@
-"""The `send_email` tool: real SMTP, configured on the worker."""
+"""The `send_email` tool: real SMTP, configured on the worker.
+
+Three rules keep it safe to hand to a model:
+
+- Every header value is one line. A line break of any kind (CR, LF, U+2028, ... -
+  whatever `str.splitlines` splits on), a trailing one included, is refused before
+  anything is sent: it would forge headers and show the approver something else.
+- SMTP credentials travel only over TLS: with a password configured, the connection must
+  be `smtps://` or upgraded by a successful STARTTLS, or nothing is sent.
+- Once the server has accepted the message (the final 250 to DATA), the email counts as
+  delivered: a failure saying goodbye (QUIT) is logged, never retried into a duplicate.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +30,8 @@ from core.types import ToolCall, ToolResult
 
 SMTP_UNAVAILABLE = "SmtpUnavailable"
 SMTP_TIMEOUT_SECONDS = 30
+# Every character `str.splitlines` treats as a line boundary.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 @dataclass(frozen=True)
@@ -51,12 +64,28 @@ def message_id(call: ToolCall) -> str:
     return f"<{digest}@loopllama>"
 
 
+def line_break_in(value: str) -> str | None:
+    """The first line break in `value` as `U+XXXX`, or None when it is one line."""
+    found = next((char for char in value if char in LINE_BREAKS), None)
+    return None if found is None else f"U+{ord(found):04X}"
+
+
+class Refused(Exception):
+    """The email must not be sent as configured or written; the message says why.
+
+    Goes back to the agent as an error result: retrying cannot change the answer.
+    """
+
+
 class EmailTool:
     """Sends one email per activity."""
 
-    def __init__(self, smtp: SmtpConfig | None, sender: str) -> None:
+    def __init__(self, smtp: SmtpConfig | None, sender: str, *,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self._smtp = smtp
         self._sender = sender
+        # One context per worker; tests pass one that trusts their own certificate.
+        self._tls = tls_context or (ssl.create_default_context() if smtp else None)
 
     @activity.defn(name="send_email")
     async def send(self, call: ToolCall) -> ToolResult:
@@ -67,18 +96,40 @@ class EmailTool:
                 "(LOOPLLAMA_SMTP_URL is unset); the email was not sent.",
                 is_error=True,
             )
+        to = str(call.input["to"])
+        headers = {
+            "From": self._sender,
+            "To": to,
+            "Subject": str(call.input["subject"]),
+            "Message-ID": message_id(call),
+            "X-LoopLlama-Idempotency-Key": call.idempotency_key,
+        }
+        for name, value in headers.items():
+            if found := line_break_in(value):
+                what = "LOOPLLAMA_SMTP_FROM" if name == "From" else f"the {name.lower()}"
+                return ToolResult(
+                    content=f"Refused: {what} contains a line break ({found}); email header "
+                    "values must be a single line. The email was not sent.",
+                    is_error=True,
+                )
         message = EmailMessage()
-        message["From"] = self._sender
-        message["To"] = str(call.input["to"])
-        message["Subject"] = str(call.input["subject"])
-        message["Message-ID"] = message_id(call)
-        message["X-LoopLlama-Idempotency-Key"] = call.idempotency_key
+        for name, value in headers.items():
+            message[name] = value
         message.set_content(str(call.input["body"]))
         try:
             async with heartbeating():
-                await asyncio.to_thread(self._deliver, message)
+                await asyncio.to_thread(self._deliver, message, to)
+        except Refused as refused:
+            activity.logger.warning("send_email refused: %s", refused)
+            return ToolResult(content=f"{refused} The email was not sent.", is_error=True)
         except smtplib.SMTPRecipientsRefused:
-            return ToolResult(content=f"The mail server refused {message['To']}.", is_error=True)
+            return ToolResult(content=f"The mail server refused {to}.", is_error=True)
+        except smtplib.SMTPAuthenticationError as err:
+            return ToolResult(
+                content=f"The mail server refused the worker's SMTP credentials "
+                f"({err.smtp_code}); check LOOPLLAMA_SMTP_URL. The email was not sent.",
+                is_error=True,
+            )
         except smtplib.SMTPResponseException as err:
             if 500 <= err.smtp_code < 600:
                 return ToolResult(
@@ -88,29 +139,72 @@ class EmailTool:
             raise ApplicationError(
                 f"The mail server answered {err.smtp_code}", type=SMTP_UNAVAILABLE
             ) from None
+        except smtplib.SMTPNotSupportedError as err:
+            # E.g. AUTH not offered, or a non-ASCII address without SMTPUTF8: no retry helps.
+            return ToolResult(
+                content=f"The mail server does not support what this email needs ({err}). "
+                "The email was not sent.",
+                is_error=True,
+            )
+        except ssl.SSLCertVerificationError as err:
+            return ToolResult(
+                content=f"The mail server's TLS certificate could not be verified "
+                f"({err.verify_message}). The email was not sent.",
+                is_error=True,
+            )
         except (OSError, smtplib.SMTPException) as err:
             raise ApplicationError(
                 f"Could not reach the mail server ({type(err).__name__})", type=SMTP_UNAVAILABLE
             ) from None
-        return ToolResult(
-            content=f"Email sent to {message['To']} (Message-ID {message['Message-ID']})."
-        )
+        return ToolResult(content=f"Email sent to {to} (Message-ID {message['Message-ID']}).")
 
-    def _deliver(self, message: EmailMessage) -> None:
-        assert self._smtp is not None
+    def _deliver(self, message: EmailMessage, to: str) -> None:
+        assert self._smtp is not None and self._tls is not None
         smtp = self._smtp
-        context = ssl.create_default_context()
         client: smtplib.SMTP
         if smtp.implicit_tls:
             client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=SMTP_TIMEOUT_SECONDS,
-                                      context=context)
+                                      context=self._tls)
         else:
             client = smtplib.SMTP(smtp.host, smtp.port, timeout=SMTP_TIMEOUT_SECONDS)
-        with client:
+        try:
             client.ehlo()
-            if not smtp.implicit_tls and client.has_extn("starttls"):
-                client.starttls(context=context)
+            encrypted = smtp.implicit_tls
+            if not encrypted and client.has_extn("starttls"):
+                # Raises unless the upgrade succeeds: no fallback to plain text.
+                try:
+                    client.starttls(context=self._tls)
+                except smtplib.SMTPResponseException as err:
+                    if 500 <= err.smtp_code < 600:
+                        raise Refused(
+                            f"The mail server {smtp.host}:{smtp.port} offers STARTTLS but "
+                            f"refused to start it ({err.smtp_code})."
+                        ) from None
+                    raise
                 client.ehlo()
-            if smtp.username and smtp.password:
-                client.login(smtp.username, smtp.password.value)
-            client.send_message(message)
+                encrypted = True
+            if smtp.password is not None:
+                if not encrypted:
+                    raise Refused(
+                        f"The mail server {smtp.host}:{smtp.port} does not offer STARTTLS, and "
+                        "the worker sends SMTP credentials only over TLS: use an smtps:// "
+                        "LOOPLLAMA_SMTP_URL or a server that supports STARTTLS."
+                    )
+                if smtp.username:
+                    client.login(smtp.username, smtp.password.value)
+            # The envelope is exactly the approved recipient, whatever the header parses to.
+            client.send_message(message, from_addr=self._sender, to_addrs=[to])
+        except BaseException:
+            client.close()
+            raise
+        # The server accepted the message: it is delivered. A failing goodbye must not
+        # turn into a retry, which would send it again.
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException) as err:
+            activity.logger.info(
+                "Email %s accepted; closing the SMTP session failed (%s)",
+                message["Message-ID"], type(err).__name__,
+            )
+        finally:
+            client.close()

@@ -1,45 +1,159 @@
-"""Where tools may send HTTP requests: the allow-list and the private-address rule."""
+"""Where tools may send HTTP requests, and how they get there.
+
+The rules: hosts off the allow-list are refused when the tool requires it; private,
+loopback, link-local and other non-global addresses are refused unless the host is
+allow-listed explicitly; custom tool URLs use https unless the host is allow-listed.
+
+A host name is resolved once. The address that passed the check is pinned for the call
+(`pinned`), and `PinnedBackend` connects to it and to nothing else, so a DNS answer that
+changes between the check and the connection (DNS rebinding) cannot lead anywhere new.
+TLS still verifies the certificate against the host name, and Host is the host name.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+import typing
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import httpcore
+import httpx
+
+# Resolves a host name (or address literal) to addresses, best first.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+ALLOWLIST_SETTING = "LOOPLLAMA_HTTP_ALLOWLIST"
 
 
 class DestinationRefused(Exception):
     """The URL may not be called; the message says why and what to configure."""
 
 
-async def check_destination(url: str, allowlist: tuple[str, ...], *,
-                            require_allowlisted: bool) -> None:
-    """Refuse hosts off the allow-list (when required) and non-public addresses.
+@dataclass(frozen=True)
+class Destination:
+    """A checked destination: connect to `address` for `host`:`port`, nowhere else."""
 
-    Private, loopback, link-local and other non-global addresses are refused unless the
-    host is allow-listed explicitly, so a model cannot be talked into probing the
-    worker's own network.
+    host: str  # as it goes on the wire (IDNA-encoded), the key PinnedBackend sees
+    port: int
+    address: str
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The operating system's answer, duplicates removed, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def check_destination(url: str, allowlist: tuple[str, ...], *,
+                            require_allowlisted: bool, require_https: bool = False,
+                            resolver: Resolver = system_resolver) -> Destination:
+    """Check `url` against the rules and return the one address to connect to.
+
+    The URL is parsed by httpx, the parser that will send the request, so the host that
+    is checked is the host that is called.
     """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as err:
+        raise DestinationRefused(f"{url!r} is not a valid URL ({err})") from None
+    host = parsed.host
+    if parsed.scheme not in ("http", "https") or not host:
         raise DestinationRefused(f"{url!r} is not an http(s) URL")
     allowlisted = host in allowlist
     if require_allowlisted and not allowlisted:
-        raise DestinationRefused(
-            f"host {host!r} is not in the worker's LOOPLLAMA_HTTP_ALLOWLIST"
-        )
-    if allowlisted:
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+        raise DestinationRefused(f"host {host!r} is not in the worker's {ALLOWLIST_SETTING}")
+    wire_host = parsed.raw_host.decode("ascii")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise DestinationRefused(f"host {host!r} does not resolve ({err.strerror})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        addresses = await resolver(wire_host, port)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise DestinationRefused(f"host {host!r} does not resolve ({reason})") from None
+    if not addresses:
+        raise DestinationRefused(f"host {host!r} does not resolve")
+    if not allowlisted:
+        for address in addresses:
+            if not _is_global(address):
+                raise DestinationRefused(
+                    f"host {host!r} resolves to the non-public address {address}; add the "
+                    f"host to {ALLOWLIST_SETTING} to allow it"
+                )
+        if require_https and parsed.scheme != "https":
             raise DestinationRefused(
-                f"host {host!r} resolves to the non-public address {address}; add the host "
-                "to LOOPLLAMA_HTTP_ALLOWLIST to allow it"
+                f"{url!r} uses plain http; custom tools are called over https unless their "
+                f"host is in the worker's {ALLOWLIST_SETTING}"
             )
+    return Destination(host=wire_host, port=port, address=addresses[0])
+
+
+def _is_global(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+# The addresses checked for the calls running in this context, by (host, port).
+_pinned: ContextVar[Mapping[tuple[str, int], str]] = ContextVar(
+    "pinned_addresses", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def pinned(destination: Destination) -> Iterator[None]:
+    """Within the block, connections to the destination's host go to its checked address.
+
+    A context variable, so concurrent calls on one worker each keep their own address.
+    """
+    key = (destination.host, destination.port)
+    token = _pinned.set({**_pinned.get(), key: destination.address})
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses pinned by `pinned`; never resolves a name itself.
+
+    A connection without a checked address fails, so a client built on this backend
+    cannot be used around the check by mistake.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        address = _pinned.get().get((host.lower(), port))
+        if address is None:
+            raise httpcore.ConnectError(
+                f"no checked address for {host}:{port}; tools connect only to checked addresses"
+            )
+        return await self._inner.connect_tcp(
+            address, port, timeout=timeout, local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("tools do not connect to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import httpx
 
 from activities.anthropic_model import AnthropicModel
 from activities.email_tool import EmailTool, SmtpConfig
-from activities.http_tools import REQUEST_TIMEOUT, HttpTools
+from activities.http_tools import HttpTools, tool_http_client
 from activities.offline_model import offline_messages
 from core.settings import Settings
 
@@ -33,9 +32,5 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     model = AnthropicModel(anthropic_client(settings), prompt_cache=settings.prompt_cache)
     smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
     email = EmailTool(smtp, settings.smtp_from)
-    # Redirects are not followed: a redirect could lead past the allow-list.
-    http = HttpTools(
-        httpx.AsyncClient(timeout=REQUEST_TIMEOUT, follow_redirects=False),
-        settings.http_allowlist,
-    )
+    http = HttpTools(tool_http_client(), settings.http_allowlist)
     return [model.call, offline_messages, email.send, http.http_request, http.custom_tool]

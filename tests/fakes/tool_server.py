@@ -1,8 +1,13 @@
-"""A local HTTP endpoint for custom tools: records calls, can fail the first ones."""
+"""A local HTTP endpoint for custom tools: records calls, can fail or stall the first ones.
+
+Plain HTTP by default; with a server TLS context it speaks https and records the SNI
+name each connection asked for.
+"""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +30,10 @@ class _State:
     # Status codes for the next calls, in order; afterwards 200.
     statuses: list[int] = field(default_factory=list)
     reply: str = '{"ok": true}'
+    # How many of the next calls wait for `release` (or the server's end) before answering.
+    stalls: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+    server_names: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -49,6 +58,10 @@ class _Handler(BaseHTTPRequestHandler):
             ))
             status = state.statuses.pop(0) if state.statuses else 200
             reply = state.reply if status < 400 else '{"error": "failing on purpose"}'
+            stall = state.stalls > 0
+            state.stalls -= 1 if stall else 0
+        if stall:
+            state.release.wait(timeout=30)
         payload = reply.encode()
         head = (
             f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
@@ -62,16 +75,45 @@ class _Handler(BaseHTTPRequestHandler):
 class ToolServer:
     """`with ToolServer() as tools:`; `tools.url("/crm")` is an endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.state = _State()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.state = self.state  # type: ignore[attr-defined]
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._scheme = "https"
+            tls.sni_callback = self._record_server_name
+            # The handshake happens in the request's thread, not the accepting one.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def url(self, path: str = "/tool") -> str:
-        """The endpoint URL for `path`."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+    @property
+    def port(self) -> int:
+        """The port it listens on (on 127.0.0.1)."""
+        return int(self._server.server_address[1])
+
+    def url(self, path: str = "/tool", host: str = "127.0.0.1") -> str:
+        """The endpoint URL for `path`; `host` names it (it listens on 127.0.0.1)."""
+        return f"{self._scheme}://{host}:{self.port}{path}"
+
+    def stall_next(self, count: int = 1) -> None:
+        """Let the next `count` calls wait without answering until the server stops."""
+        with self.state.lock:
+            self.state.stalls += count
+
+    def server_names(self) -> list[str | None]:
+        """The SNI name of each TLS connection, in order."""
+        with self.state.lock:
+            return list(self.state.server_names)
+
+    def _record_server_name(
+        self, sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, context: ssl.SSLContext
+    ) -> None:
+        with self.state.lock:
+            self.state.server_names.append(name)
 
     def fail_next(self, *statuses: int) -> None:
         """Answer the next calls with these statuses."""
@@ -88,5 +130,6 @@ class ToolServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
         self._server.shutdown()
         self._server.server_close()
