@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client
 
 from api.app import create_app
 from core.devserver import DevServer
 from core.settings import Secret, Settings
 from core.temporal import connect, ensure_namespace_ready
-from tests.conftest import API_KEY, crew, for_role, free_port, unique_tag
+from tests.conftest import API_KEY, crew, eventually, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
 from tests.helpers import create_workflow, trigger, wait_for_status
@@ -36,7 +38,11 @@ class Scenario:
     """One recorded history: its file name and how to produce the run."""
 
     name: str
-    produce: Callable[[httpx.AsyncClient, FakeAnthropic], Awaitable[str]]
+    produce: Callable[[httpx.AsyncClient, FakeAnthropic], Awaitable[str]] | None = None
+    # For scenarios that act on Temporal directly, not only through the API.
+    produce_with_temporal: (
+        Callable[[httpx.AsyncClient, Client], Awaitable[str]] | None
+    ) = None
 
 
 async def completed_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
@@ -165,6 +171,28 @@ async def definition_lifecycle(api: httpx.AsyncClient, fake: FakeAnthropic) -> s
     return str(workflow["id"])
 
 
+async def definition_cancel_ignored(api: httpx.AsyncClient, temporal: Client) -> str:
+    workflow = await create_workflow(api, crew("writer", model="loopllama-offline"))
+    path = f"/v1/workflows/{workflow['id']}"
+    handle = temporal.get_workflow_handle(workflow["id"])
+    # What the Temporal UI's "Request Cancellation" sends.
+    await handle.cancel()
+
+    async def noted() -> bool:
+        metadata = await handle.query("__temporal_workflow_metadata",
+                                      result_type=WorkflowMetadata)
+        return "cancel request was ignored" in metadata.current_details
+
+    await eventually(noted)
+    for method, suffix, body in (
+        ("PATCH", "", {"name": "still here"}), ("POST", "/pause", None),
+        ("POST", "/resume", None), ("DELETE", "", None),
+    ):
+        response = await api.request(method, path + suffix, json=body)
+        assert response.status_code < 300, response.text
+    return str(workflow["id"])
+
+
 SCENARIOS = [
     Scenario("run_completed", completed_run),
     Scenario("run_failed", failed_run),
@@ -177,6 +205,8 @@ SCENARIOS = [
     # Payloads over the offload threshold, kept in histories/blobs.
     Scenario("run_big_outputs", big_outputs_run),
     Scenario("definition_lifecycle", definition_lifecycle),
+    # A cancel request from the Temporal UI or CLI, ignored; then changed and deleted.
+    Scenario("definition_cancel_ignored", produce_with_temporal=definition_cancel_ignored),
 ]
 
 
@@ -202,7 +232,11 @@ async def record(names: set[str] | None = None) -> None:
                 for scenario in SCENARIOS:
                     if names and scenario.name not in names:
                         continue
-                    run_id = await scenario.produce(api, fake)
+                    if scenario.produce_with_temporal is not None:
+                        run_id = await scenario.produce_with_temporal(api, client)
+                    else:
+                        assert scenario.produce is not None
+                        run_id = await scenario.produce(api, fake)
                     history = await client.get_workflow_handle(run_id).fetch_history()
                     path = HISTORIES / f"{scenario.name}.json"
                     path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")

@@ -35,8 +35,9 @@ SCENARIOS = {
 }
 # Recorded since cancel, retry, pause ids and the blob store.
 LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs"}
-# A crew definition created, patched, paused, resumed and deleted.
-DEFINITIONS = {"definition_lifecycle"}
+# A crew definition created, patched, paused, resumed and deleted; one that ignored a
+# cancel request (Temporal UI or CLI) first.
+DEFINITIONS = {"definition_lifecycle", "definition_cancel_ignored"}
 
 
 def test_there_are_histories_to_replay() -> None:

@@ -3,10 +3,15 @@
 The entity publishes its current definition in its memo after every change, so the API
 reads definitions with a cheap `describe` that needs no worker and replays nothing.
 Changes are updates with validators: a rejected change writes nothing to the history.
+
+Only the `delete` update ends an entity. A Temporal cancel request (the UI's "Request
+Cancellation", `temporal workflow cancel`) is caught and ignored, and the entity's
+current details in the UI say so; terminating it by hand is a hard delete.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
@@ -26,12 +31,17 @@ INVALID = "InvalidDefinitionChange"
 GONE = "DefinitionDeleted"
 # Continue-as-new well before Temporal's history limits; each change is a few events.
 MAX_HISTORY_EVENTS = 2_000
+# Entities started before it completed as cancelled on a cancel request; with it they
+# ignore the request. Checked only when a request arrives, so running entities pick it up.
+IGNORE_CANCEL_PATCH = "ignore-cancel-requests"
 
 
 class DefinitionInput(BaseModel):
     """The definition a (new or continued) entity starts from."""
 
     workflow: Workflow
+    # When a cancel request was ignored (by this run or one it continued from).
+    cancel_ignored_at: datetime | None = None
 
 
 class StatusChange(BaseModel):
@@ -48,17 +58,39 @@ class CrewDefinitionWorkflow:
     def __init__(self, start: DefinitionInput) -> None:
         self._workflow = start.workflow
         self._deleted = False
+        self._cancel_ignored_at = start.cancel_ignored_at
 
     @workflow.run
     async def run(self, start: DefinitionInput) -> None:
-        """Wait for deletion, continuing as new when the history grows long."""
-        await workflow.wait_condition(
-            lambda: (self._deleted or self._history_is_long())
-            and workflow.all_handlers_finished()
-        )
+        """Wait for deletion, continuing as new when the history grows long.
+
+        A cancel request is not a deletion: it is noted in the current details and the
+        entity goes on waiting (Temporal delivers it once per run, as a CancelledError).
+        """
+        self._show_details()
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: (self._deleted or self._history_is_long())
+                    and workflow.all_handlers_finished()
+                )
+                break
+            except asyncio.CancelledError:
+                if not workflow.patched(IGNORE_CANCEL_PATCH):
+                    raise
+                self._cancel_ignored_at = self._now()
+                self._show_details()
+                workflow.logger.warning(
+                    "Ignored a cancel request for crew definition %s: definitions are "
+                    "deleted only with DELETE /v1/workflows/%s",
+                    self._workflow.id, self._workflow.id,
+                )
         if not self._deleted:
             workflow.continue_as_new(
-                DefinitionInput(workflow=self._workflow), memo=self._memo()
+                DefinitionInput(
+                    workflow=self._workflow, cancel_ignored_at=self._cancel_ignored_at
+                ),
+                memo=self._memo(),
             )
 
     @workflow.query
@@ -109,6 +141,10 @@ class CrewDefinitionWorkflow:
     def delete(self) -> None:
         """End the entity; reads and triggers answer 404 from now on."""
         self._deleted = True
+        workflow.set_current_details(
+            f"Crew definition {self._workflow.name!r}: deleted with DELETE "
+            f"/v1/workflows/{self._workflow.id}."
+        )
 
     @delete.validator
     def _validate_delete(self) -> None:
@@ -133,3 +169,34 @@ class CrewDefinitionWorkflow:
 
     def _publish(self) -> None:
         workflow.upsert_memo(self._memo())
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """What the Temporal UI shows as this entity's current details.
+
+        Served by the worker through the built-in metadata query: adds nothing to the
+        history, so it may change freely between releases.
+        """
+        workflow.set_current_details(current_details(self._workflow, self._cancel_ignored_at))
+
+
+def current_details(definition: Workflow, cancel_ignored_at: datetime | None) -> str:
+    """The entity's current details (Temporal markdown): what it is, how to change it."""
+    path = f"/v1/workflows/{definition.id}"
+    lines = [f"**Crew definition {definition.name!r}** ({definition.status})."]
+    if cancel_ignored_at is not None:
+        lines.append(
+            f"A cancel request was ignored ({cancel_ignored_at:%Y-%m-%d %H:%M:%S} UTC): "
+            f"definitions are deleted only with DELETE {path} (or `loopllama workflows "
+            f"delete {definition.id}`)."
+        )
+    if definition.status == "paused":
+        lines.append(f"Paused: it takes no new runs. Resume it with POST {path}/resume.")
+    else:
+        lines.append(f"Active: start a run with POST {path}/runs. Pause it with POST {path}/pause.")
+    lines.append(
+        f"Change it with PATCH {path}; delete it with DELETE {path} (or `loopllama workflows "
+        f"delete {definition.id}`). Cancelling this Temporal workflow does not delete it; "
+        "terminating it does, with no undo."
+    )
+    return "\n\n".join(lines)

@@ -6,7 +6,12 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -91,12 +96,11 @@ class Definitions:
         return _same_spec(created, spec)
 
     async def get(self, workflow_id: str) -> Workflow:
-        """The current definition, or 404."""
-        found = await self._find(workflow_id)
+        """The current definition, or 404 (saying so when it was terminated in Temporal)."""
+        description = await self._describe(workflow_id)
+        found = await _definition(description)
         if found is None:
-            raise NotFound(
-                f"No workflow with id {workflow_id!r}. List workflows with GET /v1/workflows."
-            )
+            raise _not_found(workflow_id, description)
         return found
 
     async def list(self) -> list[Workflow]:
@@ -142,17 +146,16 @@ class Definitions:
         ))
 
     async def _find(self, workflow_id: str) -> Workflow | None:
+        return await _definition(await self._describe(workflow_id))
+
+    async def _describe(self, workflow_id: str) -> WorkflowExecutionDescription | None:
+        """The latest execution of a definition's entity (open or closed), or None."""
         if not looks_like(WORKFLOW_PREFIX, workflow_id):
             return None
         description = await describe_or_none(self._client, workflow_id)
-        if (
-            description is None
-            or description.workflow_type != DEFINITION_WORKFLOW_TYPE
-            or not is_running(description)
-        ):
+        if description is None or description.workflow_type != DEFINITION_WORKFLOW_TYPE:
             return None
-        data = await published(description, MEMO_KEY)
-        return None if data is None else Workflow.model_validate(data)
+        return description
 
     async def _live_handle(
         self, workflow_id: str
@@ -166,6 +169,33 @@ class Definitions:
             workflow_id, update, refusals={INVALID: BadRequest, GONE: lambda _: gone},
             closed=gone,
         )
+
+
+async def _definition(description: WorkflowExecutionDescription | None) -> Workflow | None:
+    """The definition a running entity publishes; None once it has ended."""
+    if description is None or not is_running(description):
+        return None
+    data = await published(description, MEMO_KEY)
+    return None if data is None else Workflow.model_validate(data)
+
+
+def _not_found(workflow_id: str, description: WorkflowExecutionDescription | None) -> NotFound:
+    """The 404 for a definition that is not (or no longer) there."""
+    if description is not None and description.status == WorkflowExecutionStatus.TERMINATED:
+        return NotFound(
+            f"Workflow {workflow_id!r} was terminated in Temporal, which deletes a definition "
+            f"for good (DELETE /v1/workflows/{workflow_id} is the way to delete one). Create "
+            "it again with POST /v1/workflows."
+        )
+    if description is not None and description.status == WorkflowExecutionStatus.CANCELED:
+        # Releases before the entity ignored cancel requests ended it on one.
+        return NotFound(
+            f"Workflow {workflow_id!r} was cancelled in Temporal by an earlier release, "
+            "which deleted it. Create it again with POST /v1/workflows."
+        )
+    return NotFound(
+        f"No workflow with id {workflow_id!r}. List workflows with GET /v1/workflows."
+    )
 
 
 def _same_spec(definition: Workflow, spec: WorkflowSpec) -> Workflow:
