@@ -49,6 +49,11 @@ class BearerAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        # Behind a proxy prefix (uvicorn --root-path), the path starts with it; routing
+        # ignores it, so the check must too.
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
         if scope["type"] == "http" and (
             path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
         ):

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from api.app import create_app
 from api.body_limit import MAX_BODY_BYTES
@@ -133,3 +134,16 @@ async def test_temporal_down_gives_503(settings: Settings) -> None:
 @pytest.mark.parametrize("path", ["/docs", "/openapi.json"])
 async def test_docs_are_served(anon_api: httpx.AsyncClient, path: str) -> None:
     assert (await anon_api.get(path)).status_code == 200
+
+
+async def test_a_root_path_prefix_does_not_skip_authentication(
+    temporal: Client, settings: Settings
+) -> None:
+    # Behind a proxy that strips /llama, uvicorn passes root_path="/llama" and the full
+    # path; the key is still required for /v1.
+    app = create_app(settings, temporal)
+    transport = httpx.ASGITransport(app=app, root_path="/llama")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as anon:
+        response = await anon.get("/llama/v1/workflows")
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["type"] == "authentication_error"

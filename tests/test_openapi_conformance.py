@@ -30,7 +30,7 @@ async def test_schemathesis_finds_nothing(settings: Any, worker: Any, tmp_path: 
             "--checks", CHECKS,
             "--phases", "examples,coverage,fuzzing",
             "--max-examples", "25", "--max-time", "60", "--seed", "20261129",
-            "--workers", "2", "--request-timeout", "15", "--no-color",
+            "--workers", "1", "--request-timeout", "15", "--no-color",
             "--report", "junit", "--report-dir", str(tmp_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
