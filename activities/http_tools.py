@@ -1,6 +1,6 @@
 """HTTP tools: the built-in `http_request` and the custom tools a workflow declares.
 
-Both connect only to the address that passed the network rules (activities/net_policy.py),
+Both connect only to the address that passed the network rules (core/net_policy.py),
 never follow redirects, cut responses at 64 KiB and give up after 15 s. A model chooses
 the URL, method, body and ordinary headers of an `http_request`; the worker owns the
 rest: Host, Idempotency-Key, message framing and hop-by-hop headers, and credentials.
@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.net_policy import (
+from core.net_policy import (
     Destination,
     DestinationRefused,
     PinnedBackend,

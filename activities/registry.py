@@ -11,6 +11,7 @@ from activities.anthropic_model import AnthropicModel
 from activities.email_tool import EmailTool, SmtpConfig
 from activities.http_tools import HttpTools, tool_http_client
 from activities.offline_model import offline_messages
+from activities.webhooks import WebhookSender
 from core.settings import Settings
 
 
@@ -33,4 +34,6 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
     email = EmailTool(smtp, settings.smtp_from)
     http = HttpTools(tool_http_client(), settings.http_allowlist)
-    return [model.call, offline_messages, email.send, http.http_request, http.custom_tool]
+    webhooks = WebhookSender(tool_http_client(), settings.http_allowlist, settings.webhook_key)
+    return [model.call, offline_messages, email.send, http.http_request, http.custom_tool,
+            webhooks.deliver]

@@ -38,7 +38,8 @@ ClientDep = Annotated[Client, Depends(get_client)]
 
 async def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
     """Crew definitions backed by this process's Temporal client."""
-    return Definitions(client, settings.temporal_task_queue)
+    return Definitions(client, settings.temporal_task_queue,
+                       allowlist=settings.http_allowlist, webhook_key=settings.webhook_key)
 
 
 DefinitionsDep = Annotated[Definitions, Depends(get_definitions)]

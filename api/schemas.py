@@ -56,6 +56,31 @@ class WorkflowEnvelope(BaseModel):
     data: Workflow
 
 
+class WorkflowCreated(Workflow):
+    """The workflow as created, with its webhook signing secret: shown this once (and
+    on rotation), never by GET. Absent when the server has no LOOPLLAMA_WEBHOOK_KEY."""
+
+    webhook_secret: str | None = None
+
+
+class WorkflowCreatedEnvelope(BaseModel):
+    """`{"data": workflow + webhook_secret}`."""
+
+    data: WorkflowCreated
+
+
+class WebhookSecret(BaseModel):
+    """A new webhook signing secret (`whsec_` + base64 of 32 bytes)."""
+
+    webhook_secret: str
+
+
+class WebhookSecretEnvelope(BaseModel):
+    """`{"data": {"webhook_secret"}}`."""
+
+    data: WebhookSecret
+
+
 class WorkflowListEnvelope(BaseModel):
     """`{"data": [workflow, ...]}`, newest first."""
 

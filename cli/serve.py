@@ -21,7 +21,7 @@ from temporalio.client import Client
 from api.app import create_app
 from core.devserver import DevServer, forget_address, record_address
 from core.outbox import Outbox
-from core.settings import API_KEY_FILE, Secret, Settings
+from core.settings import API_KEY_FILE, WEBHOOK_KEY_FILE, Secret, Settings
 from core.temporal import (
     connect,
     ensure_namespace_ready,
@@ -47,13 +47,18 @@ class _QuietSignalsServer(uvicorn.Server):
 
 def load_or_create_api_key(data_dir: Path) -> tuple[str, bool]:
     """The dev API key kept in the data directory; (key, created_now)."""
-    path = data_dir / API_KEY_FILE
+    return load_or_create_secret(data_dir / API_KEY_FILE,
+                                 lambda: "ll-dev-" + secrets.token_urlsafe(24))
+
+
+def load_or_create_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
+    """A secret kept in a file only its owner reads; (secret, created_now)."""
     if path.is_file():
         key = path.read_text().strip()
         if key:
             return key, False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = "ll-dev-" + secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
@@ -176,6 +181,10 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
         key, created = load_or_create_api_key(data_dir)
         settings = replace(settings, api_keys=(Secret(key),))
         key_note = f"{key}  ({'created' if created else 'kept'} in {data_dir / API_KEY_FILE})"
+    if settings.webhook_key is None:
+        webhook_key, _ = load_or_create_secret(data_dir / WEBHOOK_KEY_FILE,
+                                               lambda: secrets.token_urlsafe(32))
+        settings = replace(settings, webhook_key=Secret(webhook_key))
 
     outbox: Outbox | None = None
     if settings.smtp_url is None:

@@ -92,6 +92,39 @@ async def check_destination(url: str, allowlist: tuple[str, ...], *,
     return Destination(host=wire_host, port=port, address=addresses[0])
 
 
+async def check_declared_url(url: str, allowlist: tuple[str, ...], *,
+                             resolver: Resolver = system_resolver) -> None:
+    """The rules for a URL declared now and called later (webhooks): https unless the
+    host is allow-listed, and no non-public address unless it is.
+
+    A host that does not resolve now is accepted: it is checked again, and pinned, when
+    it is called.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as err:
+        raise DestinationRefused(f"{url!r} is not a valid URL ({err})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise DestinationRefused(f"{url!r} is not an http(s) URL")
+    if parsed.host in allowlist:
+        return
+    if parsed.scheme != "https":
+        raise DestinationRefused(
+            f"{url!r} uses plain http; use https, or add the host to {ALLOWLIST_SETTING}"
+        )
+    port = parsed.port or 443
+    try:
+        addresses = await resolver(parsed.raw_host.decode("ascii"), port)
+    except OSError:
+        return
+    for address in addresses:
+        if not _is_global(address):
+            raise DestinationRefused(
+                f"host {parsed.host!r} resolves to the non-public address {address}; add "
+                f"the host to {ALLOWLIST_SETTING} to allow it"
+            )
+
+
 def _is_global(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_global

@@ -14,24 +14,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
 from core.prompts import build_step_input
 from core.run_memo import RUN_KEY, step_order
 from core.timefmt import format_timestamp, truncate_to_millis
-from core.types import TERMINAL_STATUSES, RunSummary, Step, Timestamp
+from core.types import TERMINAL_STATUSES, RunEventType, RunSummary, Step, Timestamp
 
-EventType = Literal[
-    "run.started", "step.started", "step.completed", "step.failed", "run.waiting_input",
-    "run.resumed", "run.completed", "run.failed", "run.cancelled",
-]
-EVENT_TYPES: tuple[EventType, ...] = (
-    "run.started", "step.started", "step.completed", "step.failed", "run.waiting_input",
-    "run.resumed", "run.completed", "run.failed", "run.cancelled",
-)
-_TERMINAL_EVENT: dict[str, EventType] = {
+_TERMINAL_EVENT: dict[str, RunEventType] = {
     "completed": "run.completed", "failed": "run.failed", "cancelled": "run.cancelled",
 }
 
@@ -40,7 +32,7 @@ class RunEvent(BaseModel):
     """One event of a run, as the event stream sends it."""
 
     id: int
-    type: EventType
+    type: RunEventType
     run_id: str
     created_at: Timestamp
     data: dict[str, Any]
@@ -102,7 +94,7 @@ class RunEventDeriver:
         pause = str(pending.get("id") or pending.get("prompt")) if isinstance(
             pending, dict) else None
         moved = status != self._status or (status == "waiting_input" and pause != self._pause)
-        events: list[tuple[EventType, dict[str, Any]]] = []
+        events: list[tuple[RunEventType, dict[str, Any]]] = []
         if moved:
             if self._status in ("queued", *TERMINAL_STATUSES) and status != "queued":
                 # The first start, or going on again after a retry.
@@ -127,8 +119,8 @@ class RunEventDeriver:
         self._status = run.status
         return [self._event(_TERMINAL_EVENT[run.status], self._run_data(), at)]
 
-    def _step_events(self) -> list[tuple[EventType, dict[str, Any]]]:
-        events: list[tuple[EventType, dict[str, Any]]] = []
+    def _step_events(self) -> list[tuple[RunEventType, dict[str, Any]]]:
+        events: list[tuple[RunEventType, dict[str, Any]]] = []
         for order in sorted(self._steps):
             step = self._steps[order]
             now = (str(step.get("id")), step.get("output") is not None,
@@ -160,7 +152,7 @@ class RunEventDeriver:
                 "input": build_step_input(str(self._header.get("input", "")), prior)}
         return Step.model_validate(step).model_dump(mode="json")
 
-    def _event(self, kind: EventType, data: dict[str, Any], at: datetime) -> RunEvent:
+    def _event(self, kind: RunEventType, data: dict[str, Any], at: datetime) -> RunEvent:
         self.last_id += 1
         return RunEvent(id=self.last_id, type=kind, run_id=self.run_id,
                         created_at=truncate_to_millis(at), data=data)

@@ -20,6 +20,7 @@ DEFAULT_RETENTION_DAYS = 30
 # How long `loopllama api` and `worker` keep trying to reach Temporal at start-up.
 DEFAULT_TEMPORAL_WAIT_SECONDS = 30.0
 API_KEY_FILE = "api-key"
+WEBHOOK_KEY_FILE = "webhook-key"
 # Where `loopllama dev` serves Temporal unless told otherwise.
 EMBEDDED_ADDRESS = "127.0.0.1:7233"
 
@@ -64,6 +65,9 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     # Cache breakpoints on Claude calls (LOOPLLAMA_PROMPT_CACHE=off sends none).
     prompt_cache: bool = True
+    # Derives each workflow's webhook signing secret (core/webhook_secrets.py); the API
+    # and every worker need the same one.
+    webhook_key: Secret | None = None
     # Seconds `api`, `worker` (and `dev` on TEMPORAL_ADDRESS) wait for Temporal at start.
     temporal_wait: float = DEFAULT_TEMPORAL_WAIT_SECONDS
 
@@ -103,6 +107,12 @@ class Settings:
             )
         blob_dir = get("LOOPLLAMA_BLOB_DIR")
         prompt_cache = parse_switch("LOOPLLAMA_PROMPT_CACHE", get("LOOPLLAMA_PROMPT_CACHE"))
+        webhook_key = get("LOOPLLAMA_WEBHOOK_KEY")
+        if webhook_key is not None and len(webhook_key) < 32:
+            raise SettingsError(
+                "LOOPLLAMA_WEBHOOK_KEY must be at least 32 characters of random text, e.g. "
+                "from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
         temporal_wait = parse_seconds("LOOPLLAMA_TEMPORAL_WAIT", get("LOOPLLAMA_TEMPORAL_WAIT"),
                                       DEFAULT_TEMPORAL_WAIT_SECONDS)
         return cls(
@@ -123,6 +133,7 @@ class Settings:
             blob_dir_override=Path(blob_dir) if blob_dir else None,
             retention_days=int(retention),
             prompt_cache=prompt_cache,
+            webhook_key=Secret(webhook_key) if webhook_key else None,
             temporal_wait=temporal_wait,
         )
 

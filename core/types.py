@@ -36,6 +36,7 @@ ASK_HUMAN_TOOL = "ask_human"
 BUILTIN_TOOLS = ("send_email", "http_request")
 
 MAX_AGENTS = 20
+MAX_WEBHOOKS = 5
 MAX_INSTRUCTIONS = 32_000
 MAX_RUN_INPUT = 16_000
 DEFAULT_MAX_TOKENS = 1024
@@ -161,6 +162,31 @@ def _refs(node: Any) -> list[str]:
     return found + [ref for value in node.values() for ref in _refs(value)]
 
 
+# What a run tells its watchers (GET /v1/runs/{id}/events) and its webhooks.
+RunEventType = Literal[
+    "run.started", "step.started", "step.completed", "step.failed", "run.waiting_input",
+    "run.resumed", "run.completed", "run.failed", "run.cancelled",
+]
+RUN_EVENT_TYPES: tuple[RunEventType, ...] = (
+    "run.started", "step.started", "step.completed", "step.failed", "run.waiting_input",
+    "run.resumed", "run.completed", "run.failed", "run.cancelled",
+)
+
+
+class Webhook(_Strict):
+    """Where to POST which of a run's events (signed per Standard Webhooks)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    events: list[RunEventType] = Field(min_length=1, max_length=len(RUN_EVENT_TYPES))
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, value: list[RunEventType]) -> list[RunEventType]:
+        if len(set(value)) != len(value):
+            raise ValueError("events must not repeat a type")
+        return value
+
+
 class HumanInTheLoop(_Strict):
     """How a crew's runs may pause for a person."""
 
@@ -177,6 +203,7 @@ class WorkflowSpec(_Strict):
     crew: list[Agent] = Field(min_length=1, max_length=MAX_AGENTS)
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list, max_length=32)
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -218,6 +245,7 @@ class WorkflowPatch(_Strict):
     crew: list[Agent] | None = Field(default=None, min_length=1, max_length=MAX_AGENTS)
     human_in_the_loop: HumanInTheLoop | None = None
     tools: list[CustomTool] | None = Field(default=None, max_length=32)
+    webhooks: list[Webhook] | None = Field(default=None, max_length=MAX_WEBHOOKS)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -226,7 +254,8 @@ class WorkflowPatch(_Strict):
             raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
         if not self.model_fields_set:
             raise ValueError(
-                "send at least one of: name, description, crew, human_in_the_loop, tools"
+                "send at least one of: name, description, crew, human_in_the_loop, tools, "
+                "webhooks"
             )
         return self
 
@@ -274,6 +303,13 @@ class HumanInTheLoopConfig(_Stored):
     input_timeout_seconds: int | None = None
 
 
+class WebhookConfig(_Stored):
+    """A webhook as stored (validated as `Webhook` on the way in)."""
+
+    url: str
+    events: list[str] = Field(default_factory=list)
+
+
 class Workflow(_Stored):
     """The workflow object the API returns, as its definition entity stores it."""
 
@@ -284,6 +320,7 @@ class Workflow(_Stored):
     crew: list[AgentConfig]
     human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
     tools: list[CustomToolConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -300,6 +337,7 @@ class DefinitionChange(_Stored):
     crew: list[AgentConfig] | None = None
     human_in_the_loop: HumanInTheLoopConfig | None = None
     tools: list[CustomToolConfig] | None = None
+    webhooks: list[WebhookConfig] | None = None
 
     @model_serializer(mode="wrap")
     def _only_fields_sent(self, handler: Any) -> dict[str, Any]:
@@ -446,6 +484,22 @@ class RunInput(_Stored):
     crew: list[AgentConfig]
     human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
     tools: list[CustomToolConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    # Which generation of the definition's webhook secret signs this run's deliveries
+    # when the definition is gone by then (otherwise its current one does).
+    webhook_secret_version: int = 0
+
+
+class WebhookDelivery(_Stored):
+    """One event for one webhook, as its delivery workflow and activity receive it."""
+
+    message_id: str
+    url: str
+    workflow_id: str
+    secret_version: int = 0
+    type: str
+    timestamp: Timestamp
+    data: dict[str, Any]
 
 
 class RespondAccepted(BaseModel):

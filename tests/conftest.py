@@ -30,7 +30,16 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from worker import build_worker
 
 API_KEY = "test-key-0123456789"
+WEBHOOK_KEY = "test-webhook-key-0123456789-0123456789"
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Child processes (CLI, workers) import the SDK from this checkout too, as the
+    in-process tests do (pyproject's `pythonpath`), not a copy pip installed earlier."""
+    sdk = str(Path(__file__).resolve().parent.parent / "sdk")
+    paths = [sdk, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
 def free_port() -> int:
@@ -116,6 +125,7 @@ def settings(
         temporal_task_queue=task_queue,
         anthropic_api_key=Secret("sk-ant-test"),
         anthropic_base_url=fake_anthropic.url,
+        webhook_key=Secret(WEBHOOK_KEY),
     )
 
 
@@ -157,6 +167,7 @@ def worker_process_env(settings: Settings) -> dict[str, str]:
         LOOPLLAMA_SMTP_URL=settings.smtp_url.value if settings.smtp_url else "",
         LOOPLLAMA_SMTP_FROM=settings.smtp_from,
         LOOPLLAMA_HTTP_ALLOWLIST=",".join(settings.http_allowlist),
+        LOOPLLAMA_WEBHOOK_KEY=settings.webhook_key.value if settings.webhook_key else "",
         LOOPLLAMA_BLOB_DIR=str(settings.blob_dir),
     )
     return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -159,3 +160,29 @@ async def test_a_retried_run_goes_on_with_new_ids(
     assert kinds(after[len(before):]) == ["run.started", "step.started:1", "step.completed:1",
                                           "run.completed"]
     assert [e["id"] for e in after] == list(range(1, len(after) + 1))
+
+
+async def test_the_sdk_streams_and_resumes(
+    settings: Settings, worker: Worker, fake_anthropic: FakeAnthropic
+) -> None:
+    import loopllama
+
+    async with uvicorn_in_thread(settings) as url:
+        async with loopllama.AsyncLoopLlama(API_KEY, url) as sdk:
+            workflow = await sdk.workflows.create(
+                name="s", crew=[{"role": "a", "model": OFFLINE}, {"role": "b", "model": OFFLINE}])
+            run = await sdk.runs.trigger(workflow.id, "x")
+            events = [event async for event in sdk.runs.stream(run)]
+            assert [e.type for e in events][-1] == "run.completed"
+            assert [e.id for e in events] == list(range(1, len(events) + 1))
+            last = events[-1].run
+            assert last is not None and last.status == "completed"
+            assert events[2].step is not None and events[2].step.role == "a"
+            resumed = [event async for event in sdk.runs.stream(run.id, last_event_id=3)]
+            assert resumed == events[3:]
+
+        def sync_read() -> list[loopllama.RunEvent]:
+            with loopllama.LoopLlama(API_KEY, url) as client:
+                return list(client.runs.stream(run.id))
+
+        assert await asyncio.to_thread(sync_read) == events

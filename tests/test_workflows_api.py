@@ -32,9 +32,11 @@ WORKFLOW_KEYS = [
     "crew",
     "human_in_the_loop",
     "tools",
+    "webhooks",
     "created_at",
     "updated_at",
 ]
+WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
 AGENT_KEYS = {"role", "model", "instructions", "tools", "max_tokens", "max_tool_rounds"}
 HITL_DEFAULTS = {
     "allow_input_requests": False,
@@ -105,9 +107,16 @@ def assert_workflow_shape(workflow: dict[str, Any]) -> None:
 
 
 async def create(api: httpx.AsyncClient, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Create a workflow and return it."""
+    """Create a workflow and return it (without the webhook secret shown once on create)."""
     created: dict[str, Any] = data(await api.post("/v1/workflows", json=body or spec()), 201)
-    return created
+    return without_secret(created)
+
+
+def without_secret(created: dict[str, Any]) -> dict[str, Any]:
+    """The workflow object of a create response: its last key is the webhook secret."""
+    assert list(created)[-1] == "webhook_secret" and WEBHOOK_SECRET.match(
+        created["webhook_secret"]), created
+    return {key: value for key, value in created.items() if key != "webhook_secret"}
 
 
 async def get(api: httpx.AsyncClient, workflow_id: str) -> dict[str, Any]:
@@ -146,7 +155,7 @@ async def test_create_returns_201_with_defaults_and_get_returns_same(
         "/v1/workflows",
         json={"name": name, "crew": [{"role": "writer", "model": "claude-sonnet-4-6"}]},
     )
-    created = data(response, 201)
+    created = without_secret(data(response, 201))
     assert_workflow_shape(created)
     assert created["id"].startswith("ckva")
     assert created["name"] == name

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from core.timefmt import truncate_to_millis
     from core.types import DefinitionChange, Workflow, WorkflowPatch, WorkflowStatus
     from core.validation_messages import describe_validation_errors
+    from core.webhook_secrets import GENERATION_MEMO_KEY
 
 MEMO_KEY = "workflow"
 # The Temporal workflow type of a definition: the API's reads filter on it.
@@ -42,6 +43,8 @@ class DefinitionInput(BaseModel):
     workflow: Workflow
     # When a cancel request was ignored (by this run or one it continued from).
     cancel_ignored_at: datetime | None = None
+    # How often the webhook secret was rotated (core/webhook_secrets.py derives it).
+    webhook_secret_generation: int = 0
 
 
 class StatusChange(BaseModel):
@@ -59,6 +62,7 @@ class CrewDefinitionWorkflow:
         self._workflow = start.workflow
         self._deleted = False
         self._cancel_ignored_at = start.cancel_ignored_at
+        self._secret_generation = start.webhook_secret_generation
 
     @workflow.run
     async def run(self, start: DefinitionInput) -> None:
@@ -88,7 +92,8 @@ class CrewDefinitionWorkflow:
         if not self._deleted:
             workflow.continue_as_new(
                 DefinitionInput(
-                    workflow=self._workflow, cancel_ignored_at=self._cancel_ignored_at
+                    workflow=self._workflow, cancel_ignored_at=self._cancel_ignored_at,
+                    webhook_secret_generation=self._secret_generation,
                 ),
                 memo=self._memo(),
             )
@@ -150,6 +155,17 @@ class CrewDefinitionWorkflow:
     def _validate_delete(self) -> None:
         self._reject_if_deleted()
 
+    @workflow.update
+    def rotate_webhook_secret(self) -> int:
+        """Move the webhook secret to its next generation; returns the generation."""
+        self._secret_generation += 1
+        self._publish()
+        return self._secret_generation
+
+    @rotate_webhook_secret.validator
+    def _validate_rotate(self) -> None:
+        self._reject_if_deleted()
+
     def _reject_if_deleted(self) -> None:
         if self._deleted:
             raise ApplicationError("workflow was deleted", type=GONE, non_retryable=True)
@@ -165,7 +181,8 @@ class CrewDefinitionWorkflow:
         return truncate_to_millis(workflow.now())
 
     def _memo(self) -> dict[str, object]:
-        return {MEMO_KEY: self._workflow.model_dump(mode="json")}
+        return {MEMO_KEY: self._workflow.model_dump(mode="json"),
+                GENERATION_MEMO_KEY: self._secret_generation}
 
     def _publish(self) -> None:
         workflow.upsert_memo(self._memo())

@@ -2,5 +2,6 @@
 
 from workflows.definition import CrewDefinitionWorkflow
 from workflows.run import CrewRunWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
-WORKFLOWS = (CrewDefinitionWorkflow, CrewRunWorkflow)
+WORKFLOWS = (CrewDefinitionWorkflow, CrewRunWorkflow, WebhookDeliveryWorkflow)

@@ -10,7 +10,7 @@ import asyncio
 import builtins
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,7 +20,11 @@ from temporalio.exceptions import (
     TimeoutError,
     is_cancelled_exception,
 )
-from temporalio.workflow import NondeterminismError
+from temporalio.workflow import (
+    ChildWorkflowCancellationType,
+    NondeterminismError,
+    ParentClosePolicy,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.anthropic_model import NOT_CONFIGURED, REJECTED, AnthropicModel
@@ -43,14 +47,17 @@ with workflow.unsafe.imports_passed_through():
         Pending,
         RespondAccepted,
         Run,
+        RunEventType,
         RunInput,
         RunStatus,
         Step,
         ToolCall,
         ToolResult,
+        WebhookDelivery,
         respond_problem,
         stale_answer,
     )
+    from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 FAILED_RUN = "RunFailed"
 PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
@@ -107,6 +114,7 @@ class CrewRunWorkflow:
         self._coalesce = False
         self._unpublished: dict[int, Step] | None = None
         self._pauses = 0
+        self._delivery_starts: list[asyncio.Task[None]] = []
         self._run = Run(
             id=start.run_id,
             workflow_id=start.workflow_id,
@@ -130,26 +138,31 @@ class CrewRunWorkflow:
         self._coalesce = workflow.patched(PUBLISH_ONCE_PER_TASK)
         self._run.started_at = self._now()
         self._set_status("running")
+        self._notify("run.started")
         try:
             await self._run_crew(start)
         except StepFailed as failure:
-            self._end_failed(str(failure))
+            failure_reason = str(failure)
         except NondeterminismError:
             raise
         except Exception as err:  # noqa: BLE001 - every other path must end the run
             if is_cancelled_exception(err):
-                self._end_cancelled()
+                await self._end_cancelled()
                 raise
             workflow.logger.exception("Run %s hit an unexpected error", self._run.id)
-            self._end_failed(
+            failure_reason = (
                 f"internal error in the run workflow ({type(err).__name__}: {err}); "
                 "the worker log has the details"
             )
         except asyncio.CancelledError:
-            self._end_cancelled()
+            await self._end_cancelled()
             raise
-        self._finish("completed")
-        return self._run.model_copy(update={"steps": []})
+        else:
+            self._finish("completed")
+            self._notify("run.completed")
+            await self._deliveries_started()
+            return self._run.model_copy(update={"steps": []})
+        await self._end_failed(failure_reason)
 
     async def _run_crew(self, start: RunInput) -> None:
         prior: list[tuple[str, str]] = []
@@ -165,10 +178,12 @@ class CrewRunWorkflow:
             self._run.steps.append(step)
             self._run.total_steps = len(self._run.steps)
             self._publish(step)
+            self._notify("step.started", step)
             output = await self._run_agent(agent, step)
             step.output = output
             step.finished_at = self._now()
             self._publish(step)
+            self._notify("step.completed", step)
             prior.append((agent.role, output))
         self._run.output = prior[-1][1] if prior else None
 
@@ -177,7 +192,7 @@ class CrewRunWorkflow:
         steps = self._run.steps
         return steps[-1] if steps and steps[-1].finished_at is None else None
 
-    def _end_failed(self, reason: str) -> None:
+    async def _end_failed(self, reason: str) -> NoReturn:
         """Record the failure in the run and fail the Temporal execution with it."""
         step = self._current_step()
         self._run.pending = None
@@ -189,9 +204,12 @@ class CrewRunWorkflow:
             step.finished_at = self._now()
             self._run.error = f"Step {step.order + 1} ({step.role}) failed: {reason}"
             self._finish("failed", step)
-        raise ApplicationError(self._run.error, type=FAILED_RUN, non_retryable=True) from None
+            self._notify("step.failed", step)
+        self._notify("run.failed")
+        await self._deliveries_started()
+        raise ApplicationError(self._run.error, type=FAILED_RUN, non_retryable=True)
 
-    def _end_cancelled(self) -> None:
+    async def _end_cancelled(self) -> None:
         """Publish the cancellation; the caller re-raises so Temporal records it."""
         # Runs cancelled before this version ended without publishing; replaying them
         # must issue no extra commands.
@@ -201,10 +219,49 @@ class CrewRunWorkflow:
         self._run.pending = None
         if step is None:
             self._finish("cancelled")
+        else:
+            step.error = "cancelled"
+            step.finished_at = self._now()
+            self._finish("cancelled", step)
+        self._notify("run.cancelled")
+        await self._deliveries_started()
+
+    def _notify(self, kind: RunEventType, step: Step | None = None) -> None:
+        """Start delivering `kind` to every webhook that wants it, without waiting.
+
+        Each delivery is a child workflow that outlives the run if it must, so a slow or
+        dead receiver never holds the run up. Runs without webhooks issue no command.
+        """
+        hooks = [hook for hook in self._start.webhooks if kind in hook.events]
+        if not hooks:
             return
-        step.error = "cancelled"
-        step.finished_at = self._now()
-        self._finish("cancelled", step)
+        data = self._run.model_dump(mode="json", exclude={"steps"})
+        if step is not None:
+            # The step without its input (every earlier output: large, and in the run).
+            data["step"] = step.model_dump(mode="json", exclude={"input"})
+        for hook in hooks:
+            delivery = WebhookDelivery(
+                message_id=f"msg_{workflow.uuid4().hex}", url=hook.url,
+                workflow_id=self._start.workflow_id,
+                secret_version=self._start.webhook_secret_version, type=kind,
+                timestamp=self._now(), data=data,
+            )
+            self._delivery_starts.append(asyncio.create_task(self._start_delivery(delivery)))
+
+    async def _start_delivery(self, delivery: WebhookDelivery) -> None:
+        await workflow.start_child_workflow(
+            WebhookDeliveryWorkflow.run,
+            delivery,
+            id=f"{self._run.id}-{delivery.message_id}",
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            cancellation_type=ChildWorkflowCancellationType.ABANDON,
+            static_summary=f"{delivery.type} for run {self._run.id}",
+        )
+
+    async def _deliveries_started(self) -> None:
+        """Wait until Temporal has every delivery this run started (they go on alone)."""
+        if self._delivery_starts:
+            await asyncio.gather(*self._delivery_starts)
 
     @workflow.query
     def get(self) -> Run:
@@ -307,6 +364,7 @@ class CrewRunWorkflow:
         )
         self._run.pending = pending
         self._set_status("waiting_input")
+        self._notify("run.waiting_input")
         seconds = self._start.human_in_the_loop.input_timeout_seconds
         self._flush()
         try:
@@ -323,6 +381,7 @@ class CrewRunWorkflow:
             ) from None
         answer, self._answer = self._answer, None
         assert answer is not None
+        self._notify("run.resumed")
         return answer
 
     async def _run_tool(

@@ -7,6 +7,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import DefinitionsDep, IdempotencyKey
 from api.schemas import (
+    WebhookSecretEnvelope,
+    WorkflowCreatedEnvelope,
     WorkflowDeletedEnvelope,
     WorkflowEnvelope,
     WorkflowListEnvelope,
@@ -25,7 +27,7 @@ def _data(payload: object, status_code: int = 200) -> JSONResponse:
 _WITH_BODY = (400, 413)
 
 
-@router.post("", status_code=201, response_model=WorkflowEnvelope,
+@router.post("", status_code=201, response_model=WorkflowCreatedEnvelope,
              responses=error_responses(*_WITH_BODY, 409))
 async def create_workflow(
     body: WorkflowSpec, definitions: DefinitionsDep, idempotency_key: IdempotencyKey = None
@@ -36,7 +38,9 @@ async def create_workflow(
     workflow.
     """
     created = await definitions.create(body, idempotency_key)
-    return _data(created.model_dump(mode="json"), 201)
+    secret = definitions.webhook_secret(created.id)
+    extra = {"webhook_secret": secret} if secret is not None else {}
+    return _data({**created.model_dump(mode="json"), **extra}, 201)
 
 
 @router.get("", response_model=WorkflowListEnvelope, responses=error_responses())
@@ -80,3 +84,12 @@ async def pause_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONR
 async def resume_workflow(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
     """Accept new runs again."""
     return _data((await definitions.set_status(workflow_id, "active")).model_dump(mode="json"))
+
+
+@router.post("/{workflow_id}/webhook-secret", response_model=WebhookSecretEnvelope,
+             responses=error_responses(400, 404))
+async def rotate_webhook_secret(workflow_id: str, definitions: DefinitionsDep) -> JSONResponse:
+    """Replace the workflow's webhook signing secret and return the new one (shown only
+    here); deliveries are signed with it from now on."""
+    secret = await definitions.rotate_webhook_secret(workflow_id)
+    return _data({"webhook_secret": secret})

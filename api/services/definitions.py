@@ -25,14 +25,23 @@ from api.services.temporal_calls import (
     apply_update,
     describe_or_none,
     is_running,
-    published,
     start_once,
     wait_until_listed,
 )
 from core.ids import WORKFLOW_PREFIX, id_for_key, looks_like, new_id
+from core.net_policy import DestinationRefused, check_declared_url
+from core.settings import Secret
 from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
-from core.types import DefinitionChange, Workflow, WorkflowPatch, WorkflowSpec, WorkflowStatus
+from core.types import (
+    DefinitionChange,
+    Webhook,
+    Workflow,
+    WorkflowPatch,
+    WorkflowSpec,
+    WorkflowStatus,
+)
+from core.webhook_secrets import GENERATION_MEMO_KEY, webhook_secret
 from workflows.definition import (
     DEFINITION_WORKFLOW_TYPE,
     GONE,
@@ -45,12 +54,20 @@ from workflows.definition import (
 
 T = TypeVar("T")
 
+_NO_WEBHOOK_KEY = (
+    "Webhooks need LOOPLLAMA_WEBHOOK_KEY (at least 32 random characters), the same on the "
+    "API and every worker: it signs deliveries. Set it, or leave out 'webhooks'."
+)
+
 class Definitions:
     """Create, read, change and delete crew definitions."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(self, client: Client, task_queue: str, *, allowlist: tuple[str, ...] = (),
+                 webhook_key: Secret | None = None) -> None:
         self._client = client
         self._task_queue = task_queue
+        self._allowlist = allowlist
+        self._webhook_key = webhook_key
 
     async def create(self, spec: WorkflowSpec, idempotency_key: str | None = None) -> Workflow:
         """Start a definition entity; readable at once, even before a worker picks it up.
@@ -58,6 +75,7 @@ class Definitions:
         With an idempotency key, a retry of the same request returns the workflow the
         first attempt created instead of creating another.
         """
+        await self._check_webhooks(spec.webhooks)
         workflow_id = new_id(WORKFLOW_PREFIX)
         if idempotency_key is not None:
             workflow_id = id_for_key(WORKFLOW_PREFIX, "workflows", idempotency_key)
@@ -97,11 +115,42 @@ class Definitions:
 
     async def get(self, workflow_id: str) -> Workflow:
         """The current definition, or 404 (saying so when it was terminated in Temporal)."""
+        return (await self.get_with_generation(workflow_id))[0]
+
+    async def get_with_generation(self, workflow_id: str) -> tuple[Workflow, int]:
+        """The current definition and its webhook secret's generation, from one read."""
         description = await self._describe(workflow_id)
         found = await _definition(description)
         if found is None:
             raise _not_found(workflow_id, description)
         return found
+
+    def webhook_secret(self, workflow_id: str, generation: int = 0) -> str | None:
+        """The workflow's webhook signing secret at `generation` (None without a key)."""
+        if self._webhook_key is None:
+            return None
+        return webhook_secret(self._webhook_key, workflow_id, generation)
+
+    async def rotate_webhook_secret(self, workflow_id: str) -> str:
+        """A new webhook secret; deliveries are signed with it from now on."""
+        if self._webhook_key is None:
+            raise BadRequest(_NO_WEBHOOK_KEY)
+        handle = await self._live_handle(workflow_id)
+        generation = await self._apply(workflow_id, handle.execute_update(
+            CrewDefinitionWorkflow.rotate_webhook_secret, rpc_timeout=UPDATE_TIMEOUT
+        ))
+        return webhook_secret(self._webhook_key, workflow_id, generation)
+
+    async def _check_webhooks(self, webhooks: list[Webhook]) -> None:
+        """400 naming the first webhook that may not be called (the worker checks again,
+        and connects only to the address it checked)."""
+        if webhooks and self._webhook_key is None:
+            raise BadRequest(_NO_WEBHOOK_KEY)
+        for index, hook in enumerate(webhooks):
+            try:
+                await check_declared_url(hook.url, self._allowlist)
+            except DestinationRefused as refused:
+                raise BadRequest(f"webhooks.{index}.url: {refused}.") from None
 
     async def list(self) -> list[Workflow]:
         """Every live definition, newest first: one visibility listing, whose rows carry
@@ -124,6 +173,8 @@ class Definitions:
 
     async def change(self, workflow_id: str, patch: WorkflowPatch) -> Workflow:
         """Apply a partial edit; runs already started keep their snapshot."""
+        if patch.webhooks:
+            await self._check_webhooks(patch.webhooks)
         handle = await self._live_handle(workflow_id)
         return await self._apply(workflow_id, handle.execute_update(
             CrewDefinitionWorkflow.change, DefinitionChange.model_validate(patch.model_dump()),
@@ -146,7 +197,8 @@ class Definitions:
         ))
 
     async def _find(self, workflow_id: str) -> Workflow | None:
-        return await _definition(await self._describe(workflow_id))
+        found = await _definition(await self._describe(workflow_id))
+        return found[0] if found is not None else None
 
     async def _describe(self, workflow_id: str) -> WorkflowExecutionDescription | None:
         """The latest execution of a definition's entity (open or closed), or None."""
@@ -171,12 +223,18 @@ class Definitions:
         )
 
 
-async def _definition(description: WorkflowExecutionDescription | None) -> Workflow | None:
-    """The definition a running entity publishes; None once it has ended."""
+async def _definition(
+    description: WorkflowExecutionDescription | None,
+) -> tuple[Workflow, int] | None:
+    """The definition a running entity publishes and its webhook secret's generation;
+    None once it has ended."""
     if description is None or not is_running(description):
         return None
-    data = await published(description, MEMO_KEY)
-    return None if data is None else Workflow.model_validate(data)
+    memo = await description.memo()
+    data, generation = memo.get(MEMO_KEY), memo.get(GENERATION_MEMO_KEY)
+    if not isinstance(data, dict):
+        return None
+    return Workflow.model_validate(data), generation if isinstance(generation, int) else 0
 
 
 def _not_found(workflow_id: str, description: WorkflowExecutionDescription | None) -> NotFound:

@@ -82,7 +82,7 @@ class Runs:
             earlier = await self._find(run_id)
             if earlier is not None:
                 return _same_request(earlier, request)
-        definition = await self._definitions.get(workflow_id)
+        definition, secret_generation = await self._definitions.get_with_generation(workflow_id)
         if definition.status == "paused":
             raise Conflict(
                 f"Workflow {workflow_id!r} is paused, so it takes no new runs. Resume it with "
@@ -100,6 +100,8 @@ class Runs:
                 crew=definition.crew,
                 human_in_the_loop=definition.human_in_the_loop,
                 tools=definition.tools,
+                webhooks=definition.webhooks,
+                webhook_secret_version=secret_generation,
             ),
             id=run.id,
             task_queue=self._task_queue,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio.client import (
     Client,
@@ -38,15 +38,6 @@ async def describe_or_none(client: Client, workflow_id: str) -> WorkflowExecutio
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-
-
-async def published(
-    description: WorkflowExecutionDescription, key: str
-) -> dict[str, Any] | None:
-    """The object a workflow published under memo `key`."""
-    memo = await description.memo()
-    value = memo.get(key)
-    return value if isinstance(value, dict) else None
 
 
 def is_running(description: WorkflowExecutionDescription) -> bool:

@@ -77,12 +77,14 @@ from loopllama.types import (
     Pending,
     RespondResult,
     Run,
+    RunEvent,
     Step,
     Workflow,
     WorkflowDeleted,
     approve,
     reject,
 )
+from loopllama.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = [
     "RUN_STATUSES",
@@ -111,6 +113,7 @@ __all__ = [
     "RequestTooLargeError",
     "RespondResult",
     "Run",
+    "RunEvent",
     "Runs",
     "ServiceUnavailableError",
     "Step",
@@ -120,4 +123,7 @@ __all__ = [
     "__version__",
     "approve",
     "reject",
+    "sign_webhook",
+    "verify_webhook",
+    "WebhookVerificationError",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from loopllama.types import (
     HumanInTheLoop,
     RespondResult,
     Run,
+    RunEvent,
     Workflow,
     WorkflowDeleted,
 )
@@ -282,6 +283,45 @@ class AsyncRuns:
                 on_waiting_input,
             )
         )
+
+    async def stream(
+        self, run: str | Run, last_event_id: int | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events as they happen: every event after `last_event_id` (from the
+        first without it), then live ones, ending after the run's end.
+
+        A dropped connection is resumed where it broke (with `Last-Event-ID`), up to
+        `max_retries` times in a row; 429 and 503 answers are retried the same way.
+        """
+        config = self._client._config
+        run_id, last, failures = _core.run_id_of(run), last_event_id, 0
+        while True:
+            parser = _core.SSEParser()
+            try:
+                response = await self._client._http.send(
+                    _core.stream_request(config, run_id, last), stream=True
+                )
+                try:
+                    if response.status_code in _core.RETRYABLE_STATUSES:
+                        raise httpx.TransportError(f"answered {response.status_code}")
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _core.status_error(response)
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        failures, last = 0, event.id
+                        yield event
+                        if event.is_terminal:
+                            return
+                finally:
+                    await response.aclose()
+                # A clean end without the run's end: the server had nothing more to tell.
+                return
+            except httpx.TransportError:
+                failures += 1
+                await asyncio.sleep(_core.stream_reconnect_delay(failures, config))
 
     async def trigger_and_poll(
         self,

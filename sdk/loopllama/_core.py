@@ -11,6 +11,7 @@ results back through a `Cursor`.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import time
@@ -41,6 +42,7 @@ from loopllama.types import (
     HumanInTheLoop,
     RespondResult,
     Run,
+    RunEvent,
     Workflow,
     WorkflowDeleted,
 )
@@ -381,6 +383,63 @@ def connection_error(err: httpx.TransportError) -> APIConnectionError:
     if isinstance(err, httpx.TimeoutException):
         return APITimeoutError(f"The LoopLlama API did not answer in time ({err!r}).")
     return APIConnectionError(f"Could not reach the LoopLlama API ({err!r}).")
+
+
+# --- Event streams ----------------------------------------------------------------
+
+
+def stream_request(config: ClientConfig, run_id: str, last_event_id: int | None) -> httpx.Request:
+    """GET /v1/runs/{id}/events, resuming after `last_event_id`; no read timeout (the
+    server sends a keep-alive comment every 10 s, so a dead connection still shows)."""
+    headers = {
+        "Authorization": f"Bearer {config.api_key}",
+        "Accept": "text/event-stream",
+        "User-Agent": f"loopllama-python/{__version__}",
+    }
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    return httpx.Request(
+        "GET", f"{config.base_url}/v1/runs/{_seg(run_id)}/events", headers=headers,
+        extensions={"timeout": httpx.Timeout(config.timeout, read=STREAM_READ_TIMEOUT).as_dict()},
+    )
+
+
+# A keep-alive arrives every 10 s; three missed ones mean the connection is gone.
+STREAM_READ_TIMEOUT = 30.0
+
+
+class SSEParser:
+    """Server-Sent Events framing: lines in, events out (comments are keep-alives)."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> RunEvent | None:
+        """One line (without its end); an event when a blank line completes one."""
+        if line == "":
+            fields, self._fields = self._fields, {}
+            if "data" not in fields:
+                return None
+            payload = json.loads(fields["data"])
+            return RunEvent.model_validate({**payload, "id": int(fields.get("id", "0"))})
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data" and "data" in self._fields:
+            value = self._fields["data"] + "\n" + value
+        self._fields[name] = value
+        return None
+
+
+def stream_reconnect_delay(failures: int, config: ClientConfig) -> float:
+    """Seconds before reconnecting after `failures` broken connections in a row; raises
+    once `config.max_retries` is spent."""
+    if failures > config.max_retries:
+        raise APIConnectionError(
+            f"The event stream broke {failures} times in a row; giving up (max_retries)."
+        )
+    return backoff(failures - 1)
 
 
 # --- Plans ------------------------------------------------------------------------

@@ -20,7 +20,10 @@ __all__ = [
     "Agent",
     "CustomTool",
     "Decision",
+    "EVENT_TYPES",
     "HumanInTheLoop",
+    "RunEvent",
+    "TERMINAL_EVENT_TYPES",
     "Pending",
     "RespondResult",
     "Run",
@@ -200,6 +203,46 @@ class RespondResult(_Model):
 
     id: str
     status: str
+
+
+# --- Events -----------------------------------------------------------------------
+
+#: Every event type a run's stream (and its webhooks) can tell.
+EVENT_TYPES = (
+    "run.started", "step.started", "step.completed", "step.failed", "run.waiting_input",
+    "run.resumed", "run.completed", "run.failed", "run.cancelled",
+)
+#: The events after which a run's stream ends (a retry of a failed run starts it again).
+TERMINAL_EVENT_TYPES = ("run.completed", "run.failed", "run.cancelled")
+
+
+class RunEvent(_Model):
+    """One event of a run's stream: `id` counts 1, 2, 3, ... per run.
+
+    `data` is the run without steps (run events, with `pending`) or the step (step
+    events); `run` and `step` give it typed.
+    """
+
+    id: int
+    type: str
+    run_id: str
+    created_at: Timestamp
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def run(self) -> Run | None:
+        """The run, for run events."""
+        return Run.model_validate(self.data) if self.type.startswith("run.") else None
+
+    @property
+    def step(self) -> Step | None:
+        """The step, for step events."""
+        return Step.model_validate(self.data) if self.type.startswith("step.") else None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run ended with this event."""
+        return self.type in TERMINAL_EVENT_TYPES
 
 
 # --- Human-in-the-loop decisions ----------------------------------------------------
