@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from pydantic import BaseModel
-
 from loopllama import LoopLlama
-from loopllama.errors import ConflictError, LoopLlamaError
+from loopllama.errors import (
+    APIConnectionError,
+    APIStatusError,
+    ConflictError,
+    LoopLlamaError,
+)
 from loopllama.types import Run, Step
+from pydantic import BaseModel
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -260,8 +264,53 @@ def _exit_for(run: Run) -> int:
 
 def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
            err: TextIO, stdin: TextIO) -> int:
-    """Poll the run, print each finished step once, prompt at pauses, until it ends."""
+    """Follow the run, print each finished step once, prompt at pauses, until it ends.
+
+    Follows the run's event stream; falls back to polling when the stream cannot be had
+    (an older server, a proxy that buffers it).
+    """
     printed: set[str] = set()
+    try:
+        return _watch_stream(client, run_id, args, out, err, stdin, printed)
+    except (APIStatusError, APIConnectionError):
+        return _watch_poll(client, run_id, args, out, err, stdin, printed)
+
+
+def _watch_stream(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
+                  err: TextIO, stdin: TextIO, printed: set[str]) -> int:
+    interactive_spinner = err.isatty()
+    spin = itertools.cycle(SPINNER)
+    stdin_open = True
+    for event in client.runs.stream(run_id):
+        step = event.step
+        if step is not None and step.finished_at and step.id not in printed:
+            printed.add(step.id)
+            if not args.json:
+                print(_step_line(step), file=out, flush=True)
+        run = event.run
+        if event.type == "run.waiting_input" and run is not None and stdin_open:
+            stdin_open = _answer_pause(client, run, err if args.json else out, stdin)
+        elif interactive_spinner and not event.is_terminal:
+            where = f"step {step.order + 1} ({step.role})" if step else event.type
+            print(f"\r{next(spin)} {where}", end="", file=err, flush=True)
+    if interactive_spinner:
+        print("\r\033[K", end="", file=err)
+    return _finish_watch(client.runs.get(run_id), args, out)
+
+
+def _finish_watch(run: Run, args: argparse.Namespace, out: TextIO) -> int:
+    if args.json:
+        _emit(out, run)
+    else:
+        print(f"{run.status}: {run.error}" if run.error else run.status, file=out)
+        if run.output is not None:
+            print(f"\n{run.output}", file=out)
+    return _exit_for(run)
+
+
+def _watch_poll(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
+                err: TextIO, stdin: TextIO, printed: set[str]) -> int:
+    """Poll the run, print each finished step once, prompt at pauses, until it ends."""
     answered: set[tuple[Any, ...]] = set()
     spin = itertools.cycle(SPINNER)
     interactive_spinner = err.isatty()
@@ -276,13 +325,7 @@ def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO
         if run.is_terminal:
             if interactive_spinner:
                 print("\r\033[K", end="", file=err)
-            if args.json:
-                _emit(out, run)
-            else:
-                print(f"{run.status}: {run.error}" if run.error else run.status, file=out)
-                if run.output is not None:
-                    print(f"\n{run.output}", file=out)
-            return _exit_for(run)
+            return _finish_watch(run, args, out)
         pause = (run.pending.model_dump_json() if run.pending else None, run.total_steps,
                  run.tokens_in)
         if run.is_waiting and run.pending is not None and pause not in answered and stdin_open:
