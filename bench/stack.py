@@ -34,8 +34,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def loopllama_stack(tmp: Path, fake: FakeAnthropic) -> AsyncIterator[Stack]:
-    """Start everything in `tmp`; stop it all on the way out."""
+async def loopllama_stack(tmp: Path, fake: FakeAnthropic, **env: str) -> AsyncIterator[Stack]:
+    """Start everything in `tmp` (with `env` for both processes); stop it all on the way
+    out."""
     server = DevServer(db_file=tmp / "t.db", log_file=tmp / "t.log", port=free_port(),
                        ui_port=None)
     children: list[Child] = []
@@ -45,6 +46,7 @@ async def loopllama_stack(tmp: Path, fake: FakeAnthropic) -> AsyncIterator[Stack
             "TEMPORAL_ADDRESS": server.address,
             "TEMPORAL_TASK_QUEUE": f"bench-{uuid.uuid4().hex[:6]}",
             "LOOPLLAMA_BLOB_DIR": str(tmp / "blobs"),
+            **env,
         }
         key = f"bench-{uuid.uuid4().hex}"
         port = free_port()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,6 +16,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     status: int
+    received_at: float  # time.time() when it arrived
 
 
 @dataclass
@@ -37,7 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             status = state.statuses.pop(0) if state.statuses else 204
             state.deliveries.append(
-                Delivery({k.lower(): v for k, v in self.headers.items()}, body, status))
+                Delivery({k.lower(): v for k, v in self.headers.items()}, body, status,
+                         time.time()))
         self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n"
                          "Connection: close\r\n\r\n".encode())
 
