@@ -22,9 +22,10 @@ from api.app import create_app
 from core.devserver import DevServer
 from core.settings import Secret, Settings
 from core.temporal import connect, ensure_namespace_ready
-from tests.conftest import API_KEY, crew, eventually, for_role, free_port, unique_tag
+from tests.conftest import API_KEY, WEBHOOK_KEY, crew, eventually, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.helpers import create_workflow, trigger, wait_for_status
 from worker import build_worker
 
@@ -193,6 +194,24 @@ async def definition_cancel_ignored(api: httpx.AsyncClient, temporal: Client) ->
     return str(workflow["id"])
 
 
+async def webhooked_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    with WebhookReceiver() as receiver:
+        workflow = await create_workflow(
+            api, crew("planner", "writer", model="loopllama-offline"),
+            webhooks=[{"url": receiver.url, "events": ["run.started", "step.completed",
+                                                       "run.completed"]}],
+        )
+        run = await trigger(api, workflow["id"], "Plan a launch.")
+        await wait_for_status(api, run["id"], "completed", within=60)
+
+        async def delivered() -> bool:
+            # run.started, two step.completed, run.completed
+            return len(receiver.deliveries()) >= 4
+
+        await eventually(delivered, within=30)
+    return str(run["id"])
+
+
 SCENARIOS = [
     Scenario("run_completed", completed_run),
     Scenario("run_failed", failed_run),
@@ -205,6 +224,8 @@ SCENARIOS = [
     # Payloads over the offload threshold, kept in histories/blobs.
     Scenario("run_big_outputs", big_outputs_run),
     Scenario("definition_lifecycle", definition_lifecycle),
+    # Each event a webhook wants is a WebhookDelivery child the run starts.
+    Scenario("run_with_webhooks", webhooked_run),
     # A cancel request from the Temporal UI or CLI, ignored; then changed and deleted.
     Scenario("definition_cancel_ignored", produce_with_temporal=definition_cancel_ignored),
 ]
@@ -223,6 +244,7 @@ async def record(names: set[str] | None = None) -> None:
                 api_keys=(Secret(API_KEY),), temporal_address=server.address,
                 temporal_task_queue="record", anthropic_api_key=Secret("sk-test"),
                 anthropic_base_url=fake.url, smtp_url=Secret(smtp.url), blob_dir_override=BLOBS,
+                webhook_key=Secret(WEBHOOK_KEY), http_allowlist=("127.0.0.1",),
             )
             app = create_app(settings, client)
             async with build_worker(client, settings), httpx.AsyncClient(

@@ -34,7 +34,8 @@ SCENARIOS = {
     "run_completed", "run_failed", "run_question_then_approval", "run_question_then_rejection",
 }
 # Recorded since cancel, retry, pause ids and the blob store.
-LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs"}
+LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs",
+             "run_with_webhooks"}
 # A crew definition created, patched, paused, resumed and deleted; one that ignored a
 # cancel request (Temporal UI or CLI) first.
 DEFINITIONS = {"definition_lifecycle", "definition_cancel_ignored"}
