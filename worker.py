@@ -11,6 +11,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.expected_failures import ExpectedFailures
 from activities.registry import build_activities
 from core.settings import Settings
 from workflows.registry import WORKFLOWS
@@ -23,6 +24,7 @@ def build_worker(client: Client, settings: Settings, *, task_queue: str | None =
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings),
+        interceptors=[ExpectedFailures()],
         # Give in-flight model calls a moment to finish on Ctrl-C; anything cut off is
         # retried by another worker (heartbeat timeouts notice within seconds).
         graceful_shutdown_timeout=timedelta(seconds=5),

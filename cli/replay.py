@@ -9,7 +9,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-from core.blob_store import data_converter
+from core.converter import data_converter
 from core.devserver import ADDRESS_FILE, recorded_address
 from core.settings import EMBEDDED_ADDRESS, Settings
 from core.temporal import connect

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import uvicorn
 from temporalio.client import Client
@@ -23,12 +24,14 @@ from core.devserver import DevServer, forget_address, record_address
 from core.outbox import Outbox
 from core.settings import API_KEY_FILE, WEBHOOK_KEY_FILE, Secret, Settings
 from core.temporal import (
+    SA_STATUS,
     connect,
     ensure_namespace_ready,
     extend_retention,
     retention_shortfall,
 )
 from worker import build_worker
+from workflows.run import RUN_WORKFLOW_TYPE
 
 log = logging.getLogger("loopllama")
 
@@ -228,6 +231,16 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
             await server.stop()
 
 
+def ui_run_lists() -> list[tuple[str, str]]:
+    """(label, URL-encoded list query) of the Temporal UI pages worth a bookmark."""
+    runs = f"WorkflowType = '{RUN_WORKFLOW_TYPE}'"
+    return [(label, quote(query)) for label, query in (
+        ("waiting for a human:", f"{runs} AND {SA_STATUS.name} = 'waiting_input'"),
+        ("failed runs:", f"{runs} AND {SA_STATUS.name} = 'failed'"),
+        ("all runs:", runs),
+    )]
+
+
 def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_note: str,
                   server: DevServer | None, outbox: Outbox | None) -> None:
     base = f"http://{host}:{port}"
@@ -240,6 +253,9 @@ def _print_banner(host: str, port: int, address: str, ui_url: str | None, key_no
     ]
     if ui_url:
         lines.append(f"  Temporal UI:  {ui_url}")
+        namespace = server.namespace if server else "default"
+        for label, query in ui_run_lists():
+            lines.append(f"    {label:<21}{ui_url}/namespaces/{namespace}/workflows?query={query}")
     if outbox:
         lines.append(f"  Outbox:       {outbox.folder}  (emails sent by send_email)")
     lines += [f"  API key:      {key_note}", "Press Ctrl-C to stop."]

@@ -18,17 +18,13 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
-    DataConverter,
-    ExternalStorage,
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
@@ -100,13 +96,3 @@ class FileBlobStore(StorageDriver):
             payload.ParseFromString(data)
             payloads.append(payload)
         return payloads
-
-
-def data_converter(blob_dir: Path) -> DataConverter:
-    """The converter every LoopLlama process uses: pydantic models, large ones offloaded."""
-    return dataclasses.replace(
-        pydantic_data_converter,
-        external_storage=ExternalStorage(
-            drivers=[FileBlobStore(blob_dir)], payload_size_threshold=OFFLOAD_THRESHOLD
-        ),
-    )

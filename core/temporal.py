@@ -22,14 +22,18 @@ from temporalio.client import Client, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
-from core.blob_store import data_converter
+from core.converter import data_converter
 from core.settings import DEFAULT_RETENTION_DAYS
 
 # Search attributes that make runs filterable in the Temporal UI and listable by the API.
 SA_WORKFLOW_ID = SearchAttributeKey.for_keyword("LoopLlamaWorkflowId")
 SA_STATUS = SearchAttributeKey.for_keyword("LoopLlamaStatus")
 SA_CREATED_AT = SearchAttributeKey.for_datetime("LoopLlamaCreatedAt")
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (SA_WORKFLOW_ID, SA_STATUS, SA_CREATED_AT)
+# The crew's name on every run, so the UI's list can show and filter runs by crew.
+SA_CREW = SearchAttributeKey.for_keyword("LoopLlamaCrew")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
+    SA_WORKFLOW_ID, SA_STATUS, SA_CREATED_AT, SA_CREW,
+)
 
 # How long Temporal keeps closed runs (and deleted definitions) before purging them.
 DEFAULT_RETENTION = timedelta(days=DEFAULT_RETENTION_DAYS)

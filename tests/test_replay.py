@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from core.blob_store import data_converter
+from core.converter import data_converter
 from core.types import Run, RunInput
 from workflows.registry import WORKFLOWS
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -492,9 +493,41 @@ class CrewRunWorkflow:
         self._unpublished.update({step.order: step for step in changed})
 
     def _flush(self) -> None:
+        """Publish what changed, just before the run waits (or ends)."""
         if self._unpublished is not None:
             workflow.upsert_memo(run_memo(self._run, self._unpublished.values()))
             self._unpublished = None
+        # What the Temporal UI shows as the run's Current Details; it adds nothing to
+        # the history (the UI asks the worker).
+        workflow.set_current_details(current_details(self._run, len(self._start.crew)))
+
+
+def current_details(run: Run, crew_size: int) -> str:
+    """What the run is doing, for a person looking at it in the Temporal UI."""
+    pending = run.pending
+    if run.status == "waiting_input" and pending is not None:
+        respond = f"`POST /v1/runs/{run.id}/respond`"
+        pause = f'"pause_id": "{pending.id}"'
+        if pending.kind == "approval":
+            arguments = json.dumps(pending.tool_input, ensure_ascii=False, sort_keys=True)
+            return "\n".join([
+                "**Waiting for a human: approval**", "", pending.prompt, "",
+                f"Tool: `{pending.tool}`", f"Input: `{arguments[:2000]}`", "",
+                f'Decide with {respond} and `{{"action": "approve", {pause}}}` or '
+                f'`{{"action": "reject", "reason": "...", {pause}}}`, or with '
+                f"`loopllama runs respond {run.id} --approve` (or `--reject --reason ...`).",
+            ])
+        return "\n".join([
+            "**Waiting for a human: a question**", "", pending.prompt, "",
+            f'Answer with {respond} and `{{"action": "input", "input": "...", {pause}}}`, '
+            f'or with `loopllama runs respond {run.id} --input "..."`.',
+        ])
+    if run.status in ("completed", "failed", "cancelled"):
+        return f"**{run.status.capitalize()}**" + (f": {run.error}" if run.error else ".")
+    step = run.steps[-1] if run.steps else None
+    if step is None:
+        return "Starting."
+    return f"**Step {step.order + 1} of {crew_size}**: {step.role} ({step.model})"
 
 
 def _describe_activity_failure(err: ActivityError, what: str) -> str:

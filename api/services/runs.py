@@ -29,7 +29,7 @@ from api.services.temporal_calls import (
 )
 from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import RUN_KEY, run_from_memo, run_memo
-from core.temporal import SA_CREATED_AT, SA_STATUS, SA_WORKFLOW_ID
+from core.temporal import SA_CREATED_AT, SA_CREW, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
     TERMINAL_STATUSES,
@@ -110,6 +110,7 @@ class Runs:
                 SearchAttributePair(SA_WORKFLOW_ID, workflow_id),
                 SearchAttributePair(SA_STATUS, run.status),
                 SearchAttributePair(SA_CREATED_AT, now),
+                SearchAttributePair(SA_CREW, definition.name),
             ]),
             static_summary=f"{definition.name}: {request.input}"[:200],
             # A concurrent retry with the same key joins the run instead of failing.
