@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -59,6 +60,21 @@ async def wait_for_status(api: httpx.AsyncClient, run_id: str, *statuses: str,
         return run if run["status"] in statuses else None
 
     return await eventually(check, within=within)
+
+
+@contextmanager
+def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """Kill every child process on the way out, whatever happened.
+
+    Reads the list on the way out, so processes appended inside the block are reaped too.
+    """
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
 
 
 @asynccontextmanager

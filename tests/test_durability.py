@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,20 +24,8 @@ from tests.conftest import (
     unique_tag,
 )
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.helpers import create_workflow, get_run, trigger, wait_for_status
+from tests.helpers import create_workflow, get_run, reaped, trigger, wait_for_status
 from worker import build_worker
-
-
-@contextlib.contextmanager
-def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
-    """Kill every child process on the way out, whatever happened."""
-    try:
-        yield
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
 
 
 async def test_sigkill_worker_during_step_two(

@@ -475,10 +475,10 @@ def request_plan(config: ClientConfig, endpoint: Endpoint[T]) -> Plan[T]:
     """Send `endpoint`'s request, retrying what is safe to retry, and parse the answer.
 
     Retried, up to `config.max_retries` times with backoff (or the server's
-    `Retry-After`): 429 and 503 answers for every call (the API uses them for "not
-    carried out, try again"), and failed connections: for every call when the request
-    never left (connect error or connect timeout), otherwise only for
-    `endpoint.replayable` calls. No other status is retried.
+    `Retry-After`): 429 answers for every call; 503 answers and failed connections for
+    `endpoint.replayable` calls (a 503 may come after a change was handed to Temporal,
+    which still applies it), and for every call when the request never left (connect
+    error or connect timeout). No other status is retried.
     """
     retries = 0
     while True:
@@ -491,12 +491,19 @@ def request_plan(config: ClientConfig, endpoint: Endpoint[T]) -> Plan[T]:
             yield Sleep(backoff(retries))
             retries += 1
             continue
-        if response.status_code in RETRYABLE_STATUSES and retries < config.max_retries:
+        if _may_retry(response.status_code, endpoint) and retries < config.max_retries:
             delay = retry_after(response)
             yield Sleep(backoff(retries) if delay is None else delay)
             retries += 1
             continue
         return parse_response(response, endpoint)
+
+
+def _may_retry(status: int, endpoint: Endpoint[Any]) -> bool:
+    # 429 means nothing was done. A 503 can come after the server handed a change to
+    # Temporal (no worker confirmed it in time, but it still applies later), so only
+    # calls that are safe to repeat are retried on it.
+    return status == 429 or (status in RETRYABLE_STATUSES and endpoint.replayable)
 
 
 OnWaitingInput = Callable[[Run], Any]
