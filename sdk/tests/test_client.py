@@ -452,7 +452,7 @@ async def test_poll_without_callback_returns_the_paused_run_and_bad_callbacks_fa
 def test_a_respond_without_pause_id_is_not_retried_on_503() -> None:
     # A 503 may come after the answer reached Temporal, which still applies it: resent
     # without a pause id, it could answer the next pause.
-    accepted = (202, {}, {"data": {"id": "ckrun1", "status": "running"}})
+    accepted: Reply = (202, {}, {"data": {"id": "ckrun1", "status": "running"}})
     with stub(scripted(UNAVAILABLE, accepted)) as (url, seen):
         with LoopLlama("k", url, max_retries=2) as client, pytest.raises(
                 ServiceUnavailableError):
