@@ -32,6 +32,15 @@ SERVER_REQUIRES = [
     "referencing>=0.30",
     # The dev stack's local mail sink (core/outbox.py); tests use it as a real SMTP server.
     "aiosmtpd>=1.4",
+    # Traces over OTLP/HTTP when OTEL_* ask for them (core/tracing.py); imported only then.
+    "opentelemetry-sdk>=1.45",
+    "opentelemetry-exporter-otlp-proto-http>=1.45",
+    # The API's server span per request (FastAPIInstrumentor.instrument_app).
+    "opentelemetry-instrumentation-fastapi>=0.66b2",
+    # The API's GET /metrics, on a registry per app (api/metrics.py).
+    "prometheus-client>=0.20",
+    # AES-256-GCM for payloads at rest (core/encryption.py).
+    "cryptography>=42",
 ]
 
 

@@ -13,18 +13,31 @@ from temporalio.worker import Worker
 
 from activities.expected_failures import ExpectedFailures
 from activities.registry import build_activities
+from core.logs import StepContext
 from core.settings import Settings
-from workflows.registry import WORKFLOWS
+from core.tracing import Tracing
+from core.worker_metrics import RunFinishes
+from workflows.registry import WORKFLOWS, workflow_runner
+from workflows.run import RUN_WORKFLOW_TYPE
 
 
-def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None) -> Worker:
-    """A worker for every LoopLlama workflow and activity on the configured task queue."""
+def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None,
+                 tracing: Tracing | None = None) -> Worker:
+    """A worker for every LoopLlama workflow and activity on the configured task queue.
+
+    With `tracing` (core/tracing.py), workflows and activities continue the caller's trace.
+    """
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
+        workflow_runner=workflow_runner(),
         activities=build_activities(settings),
-        interceptors=[ExpectedFailures()],
+        interceptors=[
+            # StepContext first (outermost), so every log line of a tool call has its step.
+            StepContext(), ExpectedFailures(), RunFinishes(RUN_WORKFLOW_TYPE),
+            *(tracing.worker_interceptors(client) if tracing else ()),
+        ],
         # Give in-flight model calls a moment to finish on Ctrl-C; anything cut off is
         # retried by another worker (heartbeat timeouts notice within seconds).
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -26,6 +26,7 @@ workflow histories hold the provider-neutral request and replay is unaffected.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +35,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from core.tracing import annotate_model_call, annotate_model_usage
 from core.types import ModelRequest, ModelResponse
+from core.worker_metrics import record_model_call
 
 # Error types the workflow (and the Temporal UI) see.
 RETRYABLE = "ModelUnavailable"
@@ -68,7 +71,9 @@ class AnthropicModel:
     @activity.defn(name="anthropic_messages")
     async def call(self, request: ModelRequest) -> ModelResponse:
         """Send one Messages request; classify failures as retryable or not."""
+        annotate_model_call("anthropic", request.model)
         if self._client is None:
+            record_model_call(request.model, None, error_class=NOT_CONFIGURED)
             raise ApplicationError(
                 f"Model {request.model!r} needs ANTHROPIC_API_KEY on the worker; set it, "
                 "or use the offline model 'loopllama-offline'.",
@@ -76,15 +81,18 @@ class AnthropicModel:
                 non_retryable=True,
             )
         kwargs = messages_kwargs(request, prompt_cache=self._prompt_cache)
+        started = time.monotonic()
         try:
             async with heartbeating():
                 message = await self._client.messages.create(**kwargs)
         except anthropic.APIConnectionError as err:  # includes timeouts
+            record_model_call(request.model, started, error_class=type(err).__name__)
             raise ApplicationError(
                 f"Could not reach the model API ({type(err).__name__})",
                 type=RETRYABLE,
             ) from None
         except anthropic.APIStatusError as err:
+            record_model_call(request.model, started, error_class=type(err).__name__)
             raise classify_status_error(err) from None
         usage = message.usage
         # The API's input_tokens leaves out what was written to or read from the cache;
@@ -92,7 +100,7 @@ class AnthropicModel:
         # with caching on and off.
         written = usage.cache_creation_input_tokens or 0
         read = usage.cache_read_input_tokens or 0
-        return ModelResponse(
+        response = ModelResponse(
             content=[block.model_dump(mode="json", exclude_none=True) for block in message.content],
             stop_reason=message.stop_reason,
             tokens_in=usage.input_tokens + written + read,
@@ -100,6 +108,11 @@ class AnthropicModel:
             tokens_in_cached=read,
             tokens_in_cache_write=written,
         )
+        annotate_model_usage(response)
+        record_model_call(request.model, started, tokens={
+            "input": response.tokens_in, "output": response.tokens_out,
+            "cache_read": read, "cache_write": written})
+        return response
 
 
 def messages_kwargs(request: ModelRequest, *, prompt_cache: bool) -> dict[str, Any]:

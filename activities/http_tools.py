@@ -28,6 +28,7 @@ from core.net_policy import (
     pinned,
     system_resolver,
 )
+from core.tracing import annotate_span
 from core.types import ToolCall, ToolResult
 
 TOOL_UNAVAILABLE = "ToolUnavailable"
@@ -165,6 +166,7 @@ class HttpTools:
         5xx answers and network errors are retried with the same key, so a receiver that
         honours `Idempotency-Key` acts once; 4xx answers go back to the model.
         """
+        annotate_span({"loopllama.tool": call.name})
         if call.custom is None:
             raise ApplicationError(f"{call.name} is not a custom tool", non_retryable=True)
         try:
@@ -189,6 +191,7 @@ class HttpTools:
     async def _send(self, request: httpx.Request,
                     destination: Destination) -> tuple[int, str]:
         what = f"{request.method} {request.url.host}"
+        annotate_span({"http.request.method": request.method, "server.address": request.url.host})
         try:
             async with heartbeating(), asyncio.timeout(self._timeout_seconds):
                 with pinned(destination):
@@ -215,6 +218,7 @@ class HttpTools:
             raise ApplicationError(
                 f"{what} failed ({type(err).__name__})", type=TOOL_UNAVAILABLE
             ) from None
+        annotate_span({"http.response.status_code": response.status_code})
         return response.status_code, body
 
 

@@ -15,11 +15,14 @@ always answers the same way. Its rules, which the README documents:
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from temporalio import activity
 
+from core.tracing import annotate_model_call, annotate_model_usage
 from core.types import ASK_HUMAN_TOOL, ModelRequest, ModelResponse
+from core.worker_metrics import record_model_call
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
@@ -149,4 +152,10 @@ def offline_reply(request: ModelRequest) -> ModelResponse:
 @activity.defn(name="offline_messages")
 async def offline_messages(request: ModelRequest) -> ModelResponse:
     """The offline model as an activity, so it runs where a real model call would."""
-    return offline_reply(request)
+    annotate_model_call("loopllama-offline", request.model)
+    started = time.monotonic()
+    response = offline_reply(request)
+    annotate_model_usage(response)
+    record_model_call(request.model, started, tokens={
+        "input": response.tokens_in, "output": response.tokens_out})
+    return response

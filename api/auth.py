@@ -1,4 +1,4 @@
-"""Bearer-key authentication for every `/v1` path, checked before anything else.
+"""Bearer-key authentication for every `/v1` path and `/metrics`, checked before anything.
 
 A middleware rather than a route dependency: FastAPI parses (and may reject) a body
 before it runs dependencies, and an unauthenticated caller must get 401 whatever it
@@ -19,6 +19,8 @@ from core.settings import Secret
 bearer_scheme = HTTPBearer(auto_error=False, description="One of LOOPLLAMA_API_KEY's keys.")
 
 PROTECTED_PREFIX = "/v1"
+# Outside /v1 but behind a key all the same (`/health` and `/docs` stay open).
+PROTECTED_PATHS = frozenset({"/metrics"})
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -56,6 +58,7 @@ class BearerAuthMiddleware:
             path = path[len(root):]
         if scope["type"] == "http" and (
             path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+            or path in PROTECTED_PATHS
         ):
             headers = dict(scope.get("headers") or [])
             problem = key_problem(headers.get(b"authorization", b"").decode("latin-1"),

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
+from collections.abc import Sequence
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 
-from core.temporal import API_RETRY, connect
+from core.settings import Settings
+from core.temporal import API_RETRY, connect_as
 
 log = logging.getLogger("loopllama.api")
 
@@ -25,12 +26,11 @@ RETRY_SECONDS = 1.0
 class TemporalConnection:
     """Holds the client once it exists."""
 
-    def __init__(
-        self, address: str, namespace: str, blob_dir: Path, client: Client | None = None
-    ) -> None:
-        self.address = address
-        self.namespace = namespace
-        self.blob_dir = blob_dir
+    def __init__(self, settings: Settings, client: Client | None = None, *,
+                 interceptors: Sequence[Interceptor] = ()) -> None:
+        self.settings = settings
+        self.interceptors = interceptors  # tracing (core/tracing.py), if on
+        self.address = settings.temporal_address or ""
         self.client = client
         self._task: asyncio.Task[None] | None = None
 
@@ -51,9 +51,8 @@ class TemporalConnection:
         warned = False
         while self.client is None:
             try:
-                self.client = await connect(
-                    self.address, self.namespace, blob_dir=self.blob_dir, retry=API_RETRY
-                )
+                self.client = await connect_as(self.settings, self.address, retry=API_RETRY,
+                                               interceptors=self.interceptors)
             except RuntimeError:
                 if not warned:
                     log.warning("Temporal at %s is not reachable yet; retrying.", self.address)

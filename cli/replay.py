@@ -12,8 +12,8 @@ from temporalio.worker import Replayer
 from core.converter import data_converter
 from core.devserver import ADDRESS_FILE, recorded_address
 from core.settings import EMBEDDED_ADDRESS, Settings
-from core.temporal import connect
-from workflows.registry import WORKFLOWS
+from core.temporal import connect_as
+from workflows.registry import WORKFLOWS, workflow_runner
 
 
 class ReplayError(RuntimeError):
@@ -51,8 +51,7 @@ async def fetch_history(settings: Settings, run_id: str) -> WorkflowHistory:
     """A run's history, straight from Temporal (see `temporal_address` for where)."""
     address, advice = temporal_address(settings)
     try:
-        client = await connect(address, settings.temporal_namespace,
-                               blob_dir=settings.blob_dir)
+        client = await connect_as(settings, address)
     except RuntimeError as err:
         reason = " ".join(str(err).split())
         raise ReplayError(f"Cannot reach Temporal at {address} ({reason}). {advice}") from None
@@ -68,15 +67,17 @@ async def fetch_history(settings: Settings, run_id: str) -> WorkflowHistory:
 
 
 async def replay(
-    history: WorkflowHistory, blob_dir: Path, *, debug: bool = False
+    history: WorkflowHistory, settings: Settings, *, debug: bool = False
 ) -> tuple[bool, str]:
-    """(deterministic, a line to print) for one history, its large payloads in `blob_dir`.
+    """(deterministic, a line to print) for one history, read with the blob store and
+    encryption keys of `settings`.
 
     `debug` turns off the deadlock detector, so a breakpoint in workflow code can be
     held for as long as needed.
     """
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=data_converter(blob_dir),
-                        debug_mode=debug)
+    converter = data_converter(settings.blob_dir, settings.encryption_key_bytes)
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=converter,
+                        workflow_runner=workflow_runner(), debug_mode=debug)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     count = len(history.events)
     if result.replay_failure is None:

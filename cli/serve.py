@@ -17,7 +17,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import uvicorn
+from fastapi import FastAPI
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from api.app import create_app
 from core.devserver import DevServer, forget_address, record_address
@@ -25,11 +27,13 @@ from core.outbox import Outbox
 from core.settings import API_KEY_FILE, WEBHOOK_KEY_FILE, Secret, Settings
 from core.temporal import (
     SA_STATUS,
-    connect,
+    connect_as,
     ensure_namespace_ready,
     extend_retention,
     retention_shortfall,
 )
+from core.tracing import API_SERVICE, WORKER_SERVICE, tracing_for
+from core.worker_metrics import sdk_runtime
 from worker import build_worker
 from workflows.run import RUN_WORKFLOW_TYPE
 
@@ -108,10 +112,37 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def process_runtime(settings: Settings, *, worker: bool) -> Runtime | None:
+    """This process's Temporal SDK runtime: a worker's serves its Prometheus metrics
+    (LOOPLLAMA_WORKER_METRICS_PORT); with JSON logs, the SDK Core's lines go through
+    Python logging. Made the default, so every client of the process uses it (the API's
+    too); None when the SDK's own default will do.
+    """
+    try:
+        runtime = sdk_runtime(settings, serve_metrics=worker)
+    except (ValueError, RuntimeError) as err:  # the port is taken, or cannot be bound
+        raise StartupError(
+            f"The worker could not serve metrics on {settings.worker_metrics_address} "
+            f"({one_line(err)}); set LOOPLLAMA_WORKER_METRICS_PORT to a free port."
+        ) from None
+    if runtime is not None:
+        Runtime.set_default(runtime, error_if_already_set=False)
+    return runtime
+
+
+def say(settings: Settings, text: str, *, stderr: bool = False) -> None:
+    """A status line: printed, or with JSON logs a log record like every other line."""
+    if settings.log_format == "json":
+        log.info(text)
+    else:
+        print(text, file=sys.stderr if stderr else sys.stdout, flush=True)
+
+
 async def connect_and_prepare(settings: Settings, address: str,
-                              stop: asyncio.Event) -> Client:
+                              stop: asyncio.Event, runtime: Runtime | None = None) -> Client:
     """Connect (retrying while the server comes up) and create what the namespace lacks.
 
+    `runtime` is the process's SDK runtime (`process_runtime`), if it has its own.
     Gives up after `settings.temporal_wait` seconds (LOOPLLAMA_TEMPORAL_WAIT) with a
     one-line `StartupError`, or at once when `stop` is set (Ctrl-C, SIGTERM).
     """
@@ -122,7 +153,7 @@ async def connect_and_prepare(settings: Settings, address: str,
         try:
             # Bounded, so an address that swallows packets cannot outlast the deadline.
             client = await asyncio.wait_for(
-                connect(address, settings.temporal_namespace, blob_dir=settings.blob_dir),
+                connect_as(settings, address, runtime=runtime),
                 max(1.0, deadline - loop.time()),
             )
             break
@@ -148,8 +179,16 @@ async def connect_and_prepare(settings: Settings, address: str,
 
 async def _serve_api(settings: Settings, listener: socket.socket, stop: asyncio.Event,
                      on_started: Callable[[], None]) -> None:
-    # The API makes its own client (with short retries, so outages answer 503 fast).
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    # The API makes its own client (with short retries, so outages answer 503 fast), and
+    # its own tracer provider (with OTEL_*), so in `dev` its spans name the API.
+    async with tracing_for(settings, API_SERVICE) as tracing:
+        await _serve_app(create_app(settings, tracing=tracing), listener, stop, on_started)
+
+
+async def _serve_app(app: FastAPI, listener: socket.socket, stop: asyncio.Event,
+                     on_started: Callable[[], None]) -> None:
+    # log_config=None: uvicorn's records go through the process's logging (core/logs.py).
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", log_config=None)
     server = _QuietSignalsServer(config)
     serve = asyncio.create_task(server.serve(sockets=[listener]))
     # uvicorn offers no start-up hook; watch its flag so the banner never lies.
@@ -198,12 +237,21 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
 
     server: DevServer | None = None
     if settings.temporal_address is None:
+        # With encrypted payloads the UI decodes them through the API's codec endpoint,
+        # which answers the UI's origin (CORS) for people who hold a key.
+        codec_args = []
+        if settings.encryption_keys:
+            codec_args = [f"--ui-codec-endpoint=http://{host}:{port}/codec"]
+            ui_origin = f"http://127.0.0.1:{ui_port}"
+            settings = replace(settings, codec_cors_origins=(
+                *settings.codec_cors_origins, ui_origin, f"http://localhost:{ui_port}"))
         server = DevServer(
             db_file=data_dir / "temporal.db",
             log_file=data_dir / "temporal.log",
             port=temporal_port,
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
+            extra_args=codec_args,
         )
         await extend_retention(
             await server.start(), timedelta(days=settings.retention_days)
@@ -215,11 +263,15 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
         ui_url = None
     try:
         settings = replace(settings, temporal_address=address)
-        client = await connect_and_prepare(settings, address, stop)
+        client = await connect_and_prepare(settings, address, stop,
+                                           process_runtime(settings, worker=True))
         # For `loopllama replay` without TEMPORAL_ADDRESS; removed again on a clean stop.
         record_address(data_dir, address)
         cleanup.callback(forget_address, data_dir, address)
-        async with build_worker(client, settings):
+        async with (
+            tracing_for(settings, WORKER_SERVICE) as tracing,
+            build_worker(client, settings, tracing=tracing),
+        ):
             await _serve_api(
                 settings, listener, stop,
                 on_started=lambda: _print_banner(
@@ -268,11 +320,12 @@ async def run_api(settings: Settings, *, host: str, port: int) -> None:
     address = settings.require_temporal_address()
     stop = _stop_event()
     with bind_api_socket(host, port) as listener:
-        await connect_and_prepare(settings, address, stop)
+        await connect_and_prepare(settings, address, stop,
+                                  process_runtime(settings, worker=False))
         await _serve_api(
             settings, listener, stop,
-            on_started=lambda: print(
-                f"LoopLlama API on http://{host}:{port} (Temporal {address}).", flush=True
+            on_started=lambda: say(
+                settings, f"LoopLlama API on http://{host}:{port} (Temporal {address})."
             ),
         )
 
@@ -281,12 +334,17 @@ async def run_worker(settings: Settings) -> None:
     """The worker alone, against an existing Temporal server."""
     address = settings.require_temporal_address()
     stop = _stop_event()
-    client = await connect_and_prepare(settings, address, stop)
-    async with build_worker(client, settings):
-        print(
+    client = await connect_and_prepare(settings, address, stop,
+                                       process_runtime(settings, worker=True))
+    async with (
+        tracing_for(settings, WORKER_SERVICE) as tracing,
+        build_worker(client, settings, tracing=tracing),
+    ):
+        metrics = settings.worker_metrics_address
+        say(
+            settings,
             f"LoopLlama worker polling task queue {settings.temporal_task_queue!r} "
-            f"on {address}.",
-            flush=True,
+            f"on {address}." + (f" Metrics: http://{metrics}/metrics." if metrics else ""),
         )
         await stop.wait()
-    print("LoopLlama worker stopped.", file=sys.stderr, flush=True)
+    say(settings, "LoopLlama worker stopped.", stderr=True)

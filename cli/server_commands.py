@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from temporalio.service import RPCError
@@ -21,6 +20,7 @@ from cli.replay import (
     replay,
 )
 from core.devserver import DevServerError
+from core.logs import configure_logging
 from core.settings import Settings, SettingsError
 from core.temporal import TemporalSetupError
 
@@ -37,21 +37,17 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
         history = await fetch_history(settings, args.run_id)
     if args.export:
         export_history(history, args.export)
-    deterministic, line = await replay(history, settings.blob_dir, debug=args.debug)
+    deterministic, line = await replay(history, settings, debug=args.debug)
     print(line)
     return 0 if deterministic else 1
 
 
 def run_server_command(args: argparse.Namespace) -> int:
     """Execute `dev`, `api`, `worker` or `replay`; returns the exit code."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Keep per-request and per-connection noise out of the dev console.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
+        # Format, level, secrets redacted; also quiets per-request noise (core/logs.py).
+        configure_logging(settings)
         if args.command == "dev":
             asyncio.run(serve.run_dev(settings, host=args.host, port=args.port,
                                       temporal_port=args.temporal_port, ui_port=args.ui_port))

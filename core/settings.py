@@ -6,9 +6,10 @@ passes it down; nothing else calls `os.environ`.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,13 @@ API_KEY_FILE = "api-key"
 WEBHOOK_KEY_FILE = "webhook-key"
 # Where `loopllama dev` serves Temporal unless told otherwise.
 EMBEDDED_ADDRESS = "127.0.0.1:7233"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The worker's metrics endpoint has no authentication: loopback unless told otherwise.
+DEFAULT_WORKER_METRICS_HOST = "127.0.0.1"
 
+# A host name or an IPv4/IPv6 address (no port).
+_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|[0-9A-Fa-f:.]+)$")
 # host:port, or [IPv6]:port; the port 1-65535.
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 
@@ -68,8 +75,22 @@ class Settings:
     # Derives each workflow's webhook signing secret (core/webhook_secrets.py); the API
     # and every worker need the same one.
     webhook_key: Secret | None = None
+    # Each base64 of 32 bytes; the first encrypts, all decrypt (core/encryption.py).
+    encryption_keys: tuple[Secret, ...] = ()
+    # Browser origins (the Temporal UI) allowed to call /codec/*.
+    codec_cors_origins: tuple[str, ...] = ()
     # Seconds `api`, `worker` (and `dev` on TEMPORAL_ADDRESS) wait for Temporal at start.
     temporal_wait: float = DEFAULT_TEMPORAL_WAIT_SECONDS
+    # Where OpenTelemetry spans go over OTLP/HTTP (core/tracing.py); None: no tracing.
+    otel_traces_endpoint: str | None = None
+    # OTEL_SERVICE_NAME; None: loopllama-api or loopllama-worker, by process.
+    otel_service_name: str | None = None
+    # LOOPLLAMA_LOG_FORMAT / LOOPLLAMA_LOG_LEVEL (core/logs.py).
+    log_format: str = "text"
+    log_level: str = "info"
+    # Where a worker serves the Temporal SDK's Prometheus metrics; None: not served.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = DEFAULT_WORKER_METRICS_HOST
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,10 +129,23 @@ class Settings:
         blob_dir = get("LOOPLLAMA_BLOB_DIR")
         prompt_cache = parse_switch("LOOPLLAMA_PROMPT_CACHE", get("LOOPLLAMA_PROMPT_CACHE"))
         webhook_key = get("LOOPLLAMA_WEBHOOK_KEY")
+        encryption_keys = parse_encryption_keys(get("LOOPLLAMA_ENCRYPTION_KEY"))
         if webhook_key is not None and len(webhook_key) < 32:
             raise SettingsError(
                 "LOOPLLAMA_WEBHOOK_KEY must be at least 32 characters of random text, e.g. "
                 "from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
+        log_format = parse_choice("LOOPLLAMA_LOG_FORMAT", get("LOOPLLAMA_LOG_FORMAT"), LOG_FORMATS)
+        log_level = parse_choice("LOOPLLAMA_LOG_LEVEL", get("LOOPLLAMA_LOG_LEVEL"), LOG_LEVELS,
+                                 default="info")
+        metrics_port = parse_port("LOOPLLAMA_WORKER_METRICS_PORT",
+                                  get("LOOPLLAMA_WORKER_METRICS_PORT"))
+        metrics_host = get("LOOPLLAMA_WORKER_METRICS_HOST")
+        if metrics_host is not None and (metrics_port is None or not _HOST.match(metrics_host)):
+            raise SettingsError(
+                "LOOPLLAMA_WORKER_METRICS_HOST must be a host name or IP address to bind "
+                "(for example 0.0.0.0), and needs LOOPLLAMA_WORKER_METRICS_PORT; "
+                f"got {metrics_host!r}."
             )
         temporal_wait = parse_seconds("LOOPLLAMA_TEMPORAL_WAIT", get("LOOPLLAMA_TEMPORAL_WAIT"),
                                       DEFAULT_TEMPORAL_WAIT_SECONDS)
@@ -134,8 +168,34 @@ class Settings:
             retention_days=int(retention),
             prompt_cache=prompt_cache,
             webhook_key=Secret(webhook_key) if webhook_key else None,
+            encryption_keys=encryption_keys,
+            codec_cors_origins=tuple(
+                origin.strip().rstrip("/")
+                for origin in (get("LOOPLLAMA_CODEC_CORS_ORIGINS") or "").split(",")
+                if origin.strip()
+            ),
             temporal_wait=temporal_wait,
+            otel_traces_endpoint=parse_otel_traces_endpoint(get),
+            otel_service_name=get("OTEL_SERVICE_NAME"),
+            log_format=log_format,
+            log_level=log_level,
+            worker_metrics_port=metrics_port,
+            worker_metrics_host=metrics_host or DEFAULT_WORKER_METRICS_HOST,
         )
+
+    @property
+    def encryption_key_bytes(self) -> tuple[bytes, ...]:
+        """The encryption keys, raw (checked when the settings were read)."""
+        return tuple(base64.b64decode(key.value) for key in self.encryption_keys)
+
+    @property
+    def worker_metrics_address(self) -> str | None:
+        """`host:port` for the worker's Prometheus endpoint, or None when it is off."""
+        if self.worker_metrics_port is None:
+            return None
+        host = self.worker_metrics_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self.worker_metrics_port}"
 
     @property
     def blob_dir(self) -> Path:
@@ -179,6 +239,25 @@ def parse_switch(name: str, raw: str | None, default: bool = True) -> bool:
     return value
 
 
+def parse_choice(name: str, raw: str | None, choices: tuple[str, ...],
+                 default: str | None = None) -> str:
+    """One of `choices` (any case); unset means `default`, else the first choice."""
+    if raw is None:
+        return default or choices[0]
+    if raw.lower() not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}.")
+    return raw.lower()
+
+
+def parse_port(name: str, raw: str | None) -> int | None:
+    """A TCP port from 1 to 65535; unset means None."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"{name} must be a port number from 1 to 65535, got {raw!r}.")
+    return int(raw)
+
+
 def parse_seconds(name: str, raw: str | None, default: float) -> float:
     """A duration in seconds from 0 to 3600 (fractions allowed); unset means `default`."""
     if raw is None:
@@ -190,6 +269,23 @@ def parse_seconds(name: str, raw: str | None, default: float) -> float:
     if not 0 <= value <= 3600:  # also refuses nan
         raise SettingsError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}.")
     return value
+
+
+def parse_encryption_keys(raw: str | None) -> tuple[Secret, ...]:
+    """LOOPLLAMA_ENCRYPTION_KEY: comma-separated base64 keys of 32 bytes each."""
+    keys = tuple(Secret(part.strip()) for part in (raw or "").split(",") if part.strip())
+    for position, key in enumerate(keys, start=1):
+        try:
+            size = len(base64.b64decode(key.value, validate=True))
+        except ValueError:
+            size = -1
+        if size != 32:
+            raise SettingsError(
+                f"LOOPLLAMA_ENCRYPTION_KEY entry {position} is not base64 of 32 bytes; make one "
+                "with `python -c 'import os, base64; print(base64.b64encode(os.urandom(32))"
+                ".decode())'`."
+            )
+    return keys
 
 
 def parse_api_keys(raw: str | None) -> tuple[Secret, ...]:
@@ -206,3 +302,40 @@ def parse_api_keys(raw: str | None) -> tuple[Secret, ...]:
         if key not in keys:
             keys.append(key)
     return tuple(Secret(k) for k in keys)
+
+
+def parse_otel_traces_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """The OTLP/HTTP URL for spans, from the standard OTEL_* variables.
+
+    None (no tracing) unless OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or
+    OTEL_EXPORTER_OTLP_ENDPOINT (plus `/v1/traces`) is set, and also when
+    OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true.
+    """
+    traces, base = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if traces is None and base is None:
+        return None
+    if (get("OTEL_SDK_DISABLED") or "").lower() == "true":
+        return None
+    exporter = (get("OTEL_TRACES_EXPORTER") or "otlp").lower()
+    if exporter == "none":
+        return None
+    if exporter != "otlp":
+        raise SettingsError(f"OTEL_TRACES_EXPORTER must be otlp or none, got {exporter!r}.")
+    protocol = (get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf")
+    if protocol != "http/protobuf":
+        raise SettingsError(
+            f"LoopLlama exports traces over OTLP/HTTP only (http/protobuf), got {protocol!r}; "
+            "unset OTEL_EXPORTER_OTLP_PROTOCOL and point the endpoint at the collector's "
+            "HTTP port (usually 4318)."
+        )
+    if traces is not None:
+        name, endpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces
+    else:  # the spec's rule: the signal's path goes after the base URL
+        name, endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT", f"{(base or '').rstrip('/')}/v1/traces"
+    if not endpoint.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"{name} must start with http:// or https:// (for example "
+            f"http://127.0.0.1:4318), got {get(name)!r}."
+        )
+    return endpoint

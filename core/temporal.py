@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from temporalio.api.workflowservice.v1 import (
     RegisterNamespaceRequest,
     UpdateNamespaceRequest,
 )
-from temporalio.client import Client, PayloadLimitsConfig
+from temporalio.client import Client, Interceptor, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
+from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from core.converter import data_converter
-from core.settings import DEFAULT_RETENTION_DAYS
+from core.settings import DEFAULT_RETENTION_DAYS, Settings
 
 # Search attributes that make runs filterable in the Temporal UI and listable by the API.
 SA_WORKFLOW_ID = SearchAttributeKey.for_keyword("LoopLlamaWorkflowId")
@@ -60,17 +62,32 @@ MEMO_WARN_BYTES = 512 * 1024
 
 
 async def connect(
-    address: str, namespace: str, *, blob_dir: Path, retry: RetryConfig | None = None
+    address: str, namespace: str, *, blob_dir: Path, retry: RetryConfig | None = None,
+    encryption_keys: Sequence[bytes] = (), interceptors: Sequence[Interceptor] = (),
+    runtime: Runtime | None = None,
 ) -> Client:
-    """A client that speaks pydantic models and keeps large payloads in `blob_dir`, as
-    every LoopLlama process does."""
+    """A client that speaks pydantic models, keeps large payloads in `blob_dir` and
+    encrypts payloads with `encryption_keys` (if any), as every LoopLlama process does."""
     return await Client.connect(
         address,
         namespace=namespace,
-        data_converter=data_converter(blob_dir),
+        data_converter=data_converter(blob_dir, encryption_keys),
+        # Tracing (core/tracing.py), when OTEL_* turn it on.
+        interceptors=interceptors,
         retry_config=retry,
         payload_limits=PayloadLimitsConfig(memo_warn_size=MEMO_WARN_BYTES),
+        # The worker's, serving its metrics (core/worker_metrics.py); None: the default.
+        runtime=runtime,
     )
+
+
+async def connect_as(settings: Settings, address: str, *, retry: RetryConfig | None = None,
+                     interceptors: Sequence[Interceptor] = (),
+                     runtime: Runtime | None = None) -> Client:
+    """`connect` with everything else from `settings` (namespace, blob store, keys)."""
+    return await connect(address, settings.temporal_namespace, blob_dir=settings.blob_dir,
+                         encryption_keys=settings.encryption_key_bytes, retry=retry,
+                         interceptors=interceptors, runtime=runtime)
 
 
 async def extend_retention(client: Client, retention: timedelta = DEFAULT_RETENTION) -> bool:

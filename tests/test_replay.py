@@ -18,7 +18,7 @@ from temporalio.workflow import NondeterminismError
 
 from core.converter import data_converter
 from core.types import Run, RunInput
-from workflows.registry import WORKFLOWS
+from workflows.registry import WORKFLOWS, workflow_runner
 
 FOLDER = Path(__file__).parent / "histories"
 HISTORIES = sorted(FOLDER.glob("*.json"))
@@ -53,7 +53,8 @@ def test_there_are_histories_to_replay() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays_deterministically(path: Path) -> None:
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=CONVERTER)
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=CONVERTER,
+                        workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 
@@ -69,7 +70,8 @@ class ReorderedCrewRun:
 
 
 async def test_an_incompatible_change_is_caught() -> None:
-    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=CONVERTER)
+    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=CONVERTER,
+                        workflow_runner=workflow_runner())
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(Path(__file__).parent / "histories" /
                                             "run_completed.json"))
