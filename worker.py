@@ -41,4 +41,7 @@ def build_worker(client: Client, settings: Settings, *, task_queue: str | None =
         # Give in-flight model calls a moment to finish on Ctrl-C; anything cut off is
         # retried by another worker (heartbeat timeouts notice within seconds).
         graceful_shutdown_timeout=timedelta(seconds=5),
+        # Model and tool calls wait on the network: hold many at once (each costs a
+        # task and a connection, tens of KB); workflow tasks keep their own slots.
+        max_concurrent_activities=settings.worker_max_activities,
     )

@@ -78,7 +78,8 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
         # tests/test_tool_safety.py fails if this stops taking effect.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
-            max_connections=100,
+            # As many as the worker runs tool calls at once (LOOPLLAMA_WORKER_MAX_ACTIVITIES).
+            max_connections=1000,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
             network_backend=backend,

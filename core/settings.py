@@ -18,6 +18,7 @@ DEFAULT_TASK_QUEUE = "loopllama"
 DEFAULT_DATA_DIR = ".loopllama"
 BLOB_SUBDIR = "blobs"
 DEFAULT_RETENTION_DAYS = 30
+DEFAULT_WORKER_MAX_ACTIVITIES = 1000
 # How long `loopllama api` and `worker` keep trying to reach Temporal at start-up.
 DEFAULT_TEMPORAL_WAIT_SECONDS = 30.0
 API_KEY_FILE = "api-key"
@@ -52,6 +53,17 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class TemporalTls:
+    """Files for a TLS connection to Temporal (paths checked readable at start)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    # The name the server's certificate is for, when it is not the address's host.
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Configuration shared by the API, the worker and `loopllama dev`."""
 
@@ -77,6 +89,12 @@ class Settings:
     webhook_key: Secret | None = None
     # Each base64 of 32 bytes; the first encrypts, all decrypt (core/encryption.py).
     encryption_keys: tuple[Secret, ...] = ()
+    # Activities one worker runs at once. Model and tool calls mostly wait on the
+    # network, so this is far above the Temporal SDK's default of 100.
+    worker_max_activities: int = DEFAULT_WORKER_MAX_ACTIVITIES
+    # A TLS cluster (mTLS certificates, a private CA) or Temporal Cloud (an API key).
+    temporal_tls: TemporalTls = field(default_factory=TemporalTls)
+    temporal_api_key: Secret | None = None
     # Browser origins (the Temporal UI) allowed to call /codec/*.
     codec_cors_origins: tuple[str, ...] = ()
     # Seconds `api`, `worker` (and `dev` on TEMPORAL_ADDRESS) wait for Temporal at start.
@@ -130,6 +148,14 @@ class Settings:
         prompt_cache = parse_switch("LOOPLLAMA_PROMPT_CACHE", get("LOOPLLAMA_PROMPT_CACHE"))
         webhook_key = get("LOOPLLAMA_WEBHOOK_KEY")
         encryption_keys = parse_encryption_keys(get("LOOPLLAMA_ENCRYPTION_KEY"))
+        max_activities = get("LOOPLLAMA_WORKER_MAX_ACTIVITIES") or str(
+            DEFAULT_WORKER_MAX_ACTIVITIES)
+        if not (max_activities.isascii() and max_activities.isdigit()) or not (
+                1 <= int(max_activities) <= 10_000):
+            raise SettingsError(
+                "LOOPLLAMA_WORKER_MAX_ACTIVITIES must be a whole number from 1 to 10000, got "
+                f"{max_activities!r}."
+            )
         if webhook_key is not None and len(webhook_key) < 32:
             raise SettingsError(
                 "LOOPLLAMA_WEBHOOK_KEY must be at least 32 characters of random text, e.g. "
@@ -169,6 +195,9 @@ class Settings:
             prompt_cache=prompt_cache,
             webhook_key=Secret(webhook_key) if webhook_key else None,
             encryption_keys=encryption_keys,
+            worker_max_activities=int(max_activities),
+            temporal_tls=parse_temporal_tls(get),
+            temporal_api_key=Secret(api_key) if (api_key := get("TEMPORAL_API_KEY")) else None,
             codec_cors_origins=tuple(
                 origin.strip().rstrip("/")
                 for origin in (get("LOOPLLAMA_CODEC_CORS_ORIGINS") or "").split(",")
@@ -269,6 +298,26 @@ def parse_seconds(name: str, raw: str | None, default: float) -> float:
     if not 0 <= value <= 3600:  # also refuses nan
         raise SettingsError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}.")
     return value
+
+
+def parse_temporal_tls(get: Callable[[str], str | None]) -> TemporalTls:
+    """TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY, TEMPORAL_TLS_CA, TEMPORAL_TLS_SERVER_NAME."""
+    paths: dict[str, Path | None] = {}
+    for name, value in (("CERT", get("TEMPORAL_TLS_CERT")), ("KEY", get("TEMPORAL_TLS_KEY")),
+                        ("CA", get("TEMPORAL_TLS_CA"))):
+        if value is not None and not os.access(value, os.R_OK):
+            raise SettingsError(
+                f"TEMPORAL_TLS_{name} is {value!r}, which is not a readable file; give the "
+                "path of a PEM file."
+            )
+        paths[name] = Path(value) if value is not None else None
+    if (paths["CERT"] is None) != (paths["KEY"] is None):
+        raise SettingsError(
+            "TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together (a client certificate and "
+            "its private key); set both or neither."
+        )
+    return TemporalTls(cert=paths["CERT"], key=paths["KEY"], ca=paths["CA"],
+                       server_name=get("TEMPORAL_TLS_SERVER_NAME"))
 
 
 def parse_encryption_keys(raw: str | None) -> tuple[Secret, ...]:

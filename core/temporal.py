@@ -22,7 +22,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, Interceptor, PayloadLimitsConfig
 from temporalio.common import SearchAttributeKey
 from temporalio.runtime import Runtime
-from temporalio.service import RetryConfig, RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode, TLSConfig
 
 from core.converter import data_converter
 from core.settings import DEFAULT_RETENTION_DAYS, Settings
@@ -64,13 +64,16 @@ MEMO_WARN_BYTES = 512 * 1024
 async def connect(
     address: str, namespace: str, *, blob_dir: Path, retry: RetryConfig | None = None,
     encryption_keys: Sequence[bytes] = (), interceptors: Sequence[Interceptor] = (),
-    runtime: Runtime | None = None,
+    runtime: Runtime | None = None, tls: TLSConfig | bool = False, api_key: str | None = None,
 ) -> Client:
     """A client that speaks pydantic models, keeps large payloads in `blob_dir` and
-    encrypts payloads with `encryption_keys` (if any), as every LoopLlama process does."""
+    encrypts payloads with `encryption_keys` (if any), as every LoopLlama process does.
+    `tls` and `api_key` reach a TLS cluster or Temporal Cloud."""
     return await Client.connect(
         address,
         namespace=namespace,
+        tls=tls,
+        api_key=api_key,
         data_converter=data_converter(blob_dir, encryption_keys),
         # Tracing (core/tracing.py), when OTEL_* turn it on.
         interceptors=interceptors,
@@ -84,10 +87,27 @@ async def connect(
 async def connect_as(settings: Settings, address: str, *, retry: RetryConfig | None = None,
                      interceptors: Sequence[Interceptor] = (),
                      runtime: Runtime | None = None) -> Client:
-    """`connect` with everything else from `settings` (namespace, blob store, keys)."""
+    """`connect` with everything else from `settings` (namespace, blob store, keys, TLS
+    and Temporal Cloud credentials)."""
     return await connect(address, settings.temporal_namespace, blob_dir=settings.blob_dir,
                          encryption_keys=settings.encryption_key_bytes, retry=retry,
-                         interceptors=interceptors, runtime=runtime)
+                         interceptors=interceptors, runtime=runtime, tls=tls_config(settings),
+                         api_key=settings.temporal_api_key.value
+                         if settings.temporal_api_key else None)
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS for the Temporal connection: client certificates (mTLS), a private CA, or
+    plain TLS for an API key (Temporal Cloud); False for a plaintext dev server."""
+    tls = settings.temporal_tls
+    if tls.cert is None and tls.ca is None:
+        return settings.temporal_api_key is not None
+    return TLSConfig(
+        client_cert=tls.cert.read_bytes() if tls.cert else None,
+        client_private_key=tls.key.read_bytes() if tls.key else None,
+        server_root_ca_cert=tls.ca.read_bytes() if tls.ca else None,
+        domain=tls.server_name,
+    )
 
 
 async def extend_retention(client: Client, retention: timedelta = DEFAULT_RETENTION) -> bool:

@@ -186,3 +186,27 @@ def test_secrets_never_in_repr_or_str() -> None:
         for secret in (anthropic_key, *api_keys, smtp_password, smtp_url):
             assert secret not in text, (secret, text)
         assert "SECRET" not in text, text
+
+
+def test_temporal_tls_and_cloud_settings_are_checked_at_start(tmp_path: Path) -> None:
+    from temporalio.service import TLSConfig
+
+    from core.temporal import tls_config
+
+    cert, key, ca = (tmp_path / name for name in ("c.pem", "k.pem", "ca.pem"))
+    for path in (cert, key, ca):
+        path.write_text(f"-----BEGIN {path.stem}-----\n")
+    with pytest.raises(SettingsError, match="TEMPORAL_TLS_CA"):
+        Settings.from_env({"TEMPORAL_TLS_CA": str(tmp_path / "missing.pem")})
+    with pytest.raises(SettingsError, match="set both or neither"):
+        Settings.from_env({"TEMPORAL_TLS_CERT": str(cert)})
+    mtls = Settings.from_env({"TEMPORAL_TLS_CERT": str(cert), "TEMPORAL_TLS_KEY": str(key),
+                              "TEMPORAL_TLS_CA": str(ca),
+                              "TEMPORAL_TLS_SERVER_NAME": "temporal.internal"})
+    config = tls_config(mtls)
+    assert isinstance(config, TLSConfig)
+    assert config.client_cert == cert.read_bytes() and config.domain == "temporal.internal"
+    assert config.server_root_ca_cert == ca.read_bytes()
+    cloud = Settings.from_env({"TEMPORAL_API_KEY": "cloud-key-123"})
+    assert tls_config(cloud) is True and "cloud-key-123" not in repr(cloud)
+    assert tls_config(Settings.from_env({})) is False

@@ -25,6 +25,7 @@ from temporalio.converter import PayloadCodec
 
 from api.auth import key_problem
 from api.errors import ApiError, BadRequest
+from api.schemas import ErrorEnvelope
 from core.settings import Secret
 
 router = APIRouter(prefix="/codec", tags=["codec"])
@@ -90,14 +91,21 @@ LoginCookie = Annotated[str | None, Cookie(alias=COOKIE)]
 PayloadsBody = Annotated[dict[str, Any], Body()]
 
 
-@router.post("/encode")
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": 'The payloads, transformed: `{"payloads": [...]}`.'},
+    400: {"model": ErrorEnvelope, "description": "The body is not a list of payloads."},
+    401: {"model": ErrorEnvelope, "description": "No valid API key (header or cookie)."},
+}
+
+
+@router.post("/encode", responses=_RESPONSES)
 async def encode(request: Request, body: PayloadsBody, authorization: Authorization = None,
                  cookie: LoginCookie = None) -> Response:
     """Encode (encrypt) payloads, as the Temporal remote codec protocol asks."""
     return await _transform(request, body, authorization, cookie, encode=True)
 
 
-@router.post("/decode")
+@router.post("/decode", responses=_RESPONSES)
 async def decode(request: Request, body: PayloadsBody, authorization: Authorization = None,
                  cookie: LoginCookie = None) -> Response:
     """Decode (decrypt) payloads, as the Temporal remote codec protocol asks."""

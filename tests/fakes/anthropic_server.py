@@ -679,7 +679,7 @@ class RecordedRequest:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # The default backlog of 5 drops connections when many workflows call at once.
-    request_queue_size = 128
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
         self.fake = fake
