@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.expected_failures import ExpectedFailures
-from activities.registry import build_activities
+from activities.registry import build_activities, model_activities
 from core.logs import StepContext
 from core.settings import Settings
 from core.tracing import Tracing
@@ -45,3 +45,24 @@ def build_worker(client: Client, settings: Settings, *, task_queue: str | None =
         # task and a connection, tens of KB); workflow tasks keep their own slots.
         max_concurrent_activities=settings.worker_max_activities,
     )
+
+
+def build_model_workers(client: Client, settings: Settings) -> list[Worker]:
+    """One worker per rate-limited model, on the model's own task queue.
+
+    Temporal's task-queue rate limit (`max_task_queue_activities_per_second`) holds the
+    calls of every worker on that queue together to the model's rate, so a burst of runs
+    waits its turn instead of meeting a storm of 429s.
+    """
+    workers = []
+    for name, per_second in settings.model_rate_limits:
+        queue = settings.model_task_queue(name)
+        assert queue is not None
+        workers.append(Worker(
+            client, task_queue=queue, activities=model_activities(settings),
+            max_task_queue_activities_per_second=per_second,
+            max_activities_per_second=per_second,
+            interceptors=[ExpectedFailures()],
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        ))
+    return workers

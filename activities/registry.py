@@ -28,12 +28,17 @@ def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
     )
 
 
+def model_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """The model calls (Claude and the offline model)."""
+    model = AnthropicModel(anthropic_client(settings), prompt_cache=settings.prompt_cache)
+    return [model.call, offline_messages]
+
+
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """The activity callables to register on a worker."""
-    model = AnthropicModel(anthropic_client(settings), prompt_cache=settings.prompt_cache)
     smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
     email = EmailTool(smtp, settings.smtp_from)
     http = HttpTools(tool_http_client(), settings.http_allowlist)
     webhooks = WebhookSender(tool_http_client(), settings.http_allowlist, settings.webhook_key)
-    return [model.call, offline_messages, email.send, http.http_request, http.custom_tool,
+    return [*model_activities(settings), email.send, http.http_request, http.custom_tool,
             webhooks.deliver]

@@ -47,7 +47,7 @@ DefinitionsDep = Annotated[Definitions, Depends(get_definitions)]
 
 async def get_runs(client: ClientDep, settings: SettingsDep, definitions: DefinitionsDep) -> Runs:
     """Runs backed by this process's Temporal client."""
-    return Runs(client, settings.temporal_task_queue, definitions)
+    return Runs(client, settings, definitions)
 
 
 RunsDep = Annotated[Runs, Depends(get_runs)]

@@ -63,6 +63,7 @@ from bench.processes import (
     wait_for,
 )
 from core.devserver import DevServer, find_temporal_binary
+from core.settings import Settings
 from core.temporal import SA_WORKFLOW_ID, connect, ensure_namespace_ready
 from core.types import TriggerRequest
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, system_text, text_reply
@@ -327,7 +328,8 @@ class Bench:
         Same start as POST /v1/workflows/{id}/runs (`api.services.runs.Runs.trigger`), but
         without HTTP and without polling: what the run costs on Temporal alone.
         """
-        runs = Runs(self.temporal, self.ll_queue, Definitions(self.temporal, self.ll_queue))
+        runs = Runs(self.temporal, Settings(temporal_task_queue=self.ll_queue),
+                    Definitions(self.temporal, self.ll_queue))
         start = time.perf_counter()
         run = await runs.trigger(workflow_id, TriggerRequest(input=RUN_INPUT))
         await self.temporal.get_workflow_handle(run.id).result()

@@ -10,7 +10,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 from temporalio.runtime import Runtime
+from temporalio.worker import Worker
 
 from api.app import create_app
 from core.devserver import DevServer, forget_address, record_address
@@ -34,7 +35,7 @@ from core.temporal import (
 )
 from core.tracing import API_SERVICE, WORKER_SERVICE, tracing_for
 from core.worker_metrics import sdk_runtime
-from worker import build_worker
+from worker import build_model_workers, build_worker
 from workflows.run import RUN_WORKFLOW_TYPE
 
 log = logging.getLogger("loopllama")
@@ -271,6 +272,7 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
         async with (
             tracing_for(settings, WORKER_SERVICE) as tracing,
             build_worker(client, settings, tracing=tracing),
+            running_all(build_model_workers(client, settings)),
         ):
             await _serve_api(
                 settings, listener, stop,
@@ -281,6 +283,15 @@ async def _run_dev(settings: Settings, stop: asyncio.Event, listener: socket.soc
     finally:
         if server is not None:
             await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_all(workers: list[Worker]) -> AsyncIterator[None]:
+    """Run every worker in `workers` for the duration of the block."""
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield
 
 
 def ui_run_lists() -> list[tuple[str, str]]:
@@ -339,6 +350,7 @@ async def run_worker(settings: Settings) -> None:
     async with (
         tracing_for(settings, WORKER_SERVICE) as tracing,
         build_worker(client, settings, tracing=tracing),
+        running_all(build_model_workers(client, settings)),
     ):
         metrics = settings.worker_metrics_address
         say(

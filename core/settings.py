@@ -92,6 +92,9 @@ class Settings:
     # Activities one worker runs at once. Model and tool calls mostly wait on the
     # network, so this is far above the Temporal SDK's default of 100.
     worker_max_activities: int = DEFAULT_WORKER_MAX_ACTIVITIES
+    # Model calls per second, by model name (LOOPLLAMA_MODEL_RATE_LIMITS); the API and
+    # every worker need the same (see `model_task_queue`).
+    model_rate_limits: tuple[tuple[str, float], ...] = ()
     # A TLS cluster (mTLS certificates, a private CA) or Temporal Cloud (an API key).
     temporal_tls: TemporalTls = field(default_factory=TemporalTls)
     temporal_api_key: Secret | None = None
@@ -196,6 +199,7 @@ class Settings:
             webhook_key=Secret(webhook_key) if webhook_key else None,
             encryption_keys=encryption_keys,
             worker_max_activities=int(max_activities),
+            model_rate_limits=parse_rate_limits(get("LOOPLLAMA_MODEL_RATE_LIMITS")),
             temporal_tls=parse_temporal_tls(get),
             temporal_api_key=Secret(api_key) if (api_key := get("TEMPORAL_API_KEY")) else None,
             codec_cors_origins=tuple(
@@ -211,6 +215,13 @@ class Settings:
             worker_metrics_port=metrics_port,
             worker_metrics_host=metrics_host or DEFAULT_WORKER_METRICS_HOST,
         )
+
+    def model_task_queue(self, model: str) -> str | None:
+        """The task queue whose calls to `model` are held to its rate limit (Temporal's
+        task-queue rate limiting), or None when the model has no limit."""
+        if model not in dict(self.model_rate_limits):
+            return None
+        return f"{self.temporal_task_queue}.model.{model}"
 
     @property
     def encryption_key_bytes(self) -> tuple[bytes, ...]:
@@ -298,6 +309,27 @@ def parse_seconds(name: str, raw: str | None, default: float) -> float:
     if not 0 <= value <= 3600:  # also refuses nan
         raise SettingsError(f"{name} must be a number of seconds from 0 to 3600, got {raw!r}.")
     return value
+
+
+_RATE = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9.\-_]{0,99})=(?P<count>\d+(?:\.\d+)?)"
+                   r"/(?P<unit>s|m)$")
+
+
+def parse_rate_limits(raw: str | None) -> tuple[tuple[str, float], ...]:
+    """`claude-sonnet-4-6=5/s,claude-opus-4-6=30/m` as (model, calls per second)."""
+    limits: dict[str, float] = {}
+    for part in (raw or "").split(","):
+        if not part.strip():
+            continue
+        match = _RATE.match(part.strip())
+        count = float(match.group("count")) if match else 0.0
+        if match is None or count <= 0:
+            raise SettingsError(
+                "LOOPLLAMA_MODEL_RATE_LIMITS must look like 'claude-sonnet-4-6=5/s' or "
+                f"'claude-opus-4-6=30/m' (comma-separated, positive rates), got {part!r}."
+            )
+        limits[match.group("model")] = count / (60.0 if match.group("unit") == "m" else 1.0)
+    return tuple(limits.items())
 
 
 def parse_temporal_tls(get: Callable[[str], str | None]) -> TemporalTls:

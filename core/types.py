@@ -488,6 +488,8 @@ class RunInput(_Stored):
     # Which generation of the definition's webhook secret signs this run's deliveries
     # when the definition is gone by then (otherwise its current one does).
     webhook_secret_version: int = 0
+    # The task queue of each rate-limited model's calls (core/settings.py).
+    model_task_queues: dict[str, str] = Field(default_factory=dict)
 
 
 class WebhookDelivery(_Stored):

@@ -439,6 +439,8 @@ class CrewRunWorkflow:
                 heartbeat_timeout=MODEL_CALL_HEARTBEAT,
                 retry_policy=MODEL_CALL_RETRY,
                 summary=f"{agent.role} · {agent.model}",
+                # A rate-limited model's calls wait their turn on its own task queue.
+                task_queue=self._start.model_task_queues.get(agent.model),
             )
         except ActivityError as err:
             if is_cancelled_exception(err):

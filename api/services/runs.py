@@ -29,10 +29,12 @@ from api.services.temporal_calls import (
 )
 from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import RUN_KEY, run_from_memo, run_memo
+from core.settings import Settings
 from core.temporal import SA_CREATED_AT, SA_CREW, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
 from core.types import (
     TERMINAL_STATUSES,
+    AgentConfig,
     Answer,
     RespondAccepted,
     RespondRequest,
@@ -63,10 +65,15 @@ CLOCK_SKEW = timedelta(seconds=60)
 class Runs:
     """Trigger and read runs."""
 
-    def __init__(self, client: Client, task_queue: str, definitions: Definitions) -> None:
+    def __init__(self, client: Client, settings: Settings, definitions: Definitions) -> None:
         self._client = client
-        self._task_queue = task_queue
+        self._settings = settings
+        self._task_queue = settings.temporal_task_queue
         self._definitions = definitions
+
+    def _model_queues(self, crew: list[AgentConfig]) -> dict[str, str]:
+        queues = {agent.model: self._settings.model_task_queue(agent.model) for agent in crew}
+        return {model: queue for model, queue in queues.items() if queue is not None}
 
     async def trigger(
         self, workflow_id: str, request: TriggerRequest, idempotency_key: str | None = None
@@ -102,6 +109,7 @@ class Runs:
                 tools=definition.tools,
                 webhooks=definition.webhooks,
                 webhook_secret_version=secret_generation,
+                model_task_queues=self._model_queues(definition.crew),
             ),
             id=run.id,
             task_queue=self._task_queue,
