@@ -115,7 +115,8 @@ def port_mappings(svc: dict[str, Any]) -> list[tuple[int | None, int]]:
             continue
         text = str(entry).split("/", 1)[0]  # drop /tcp, /udp
         parts = text.rsplit(":", 2)  # [ip:]host:container, or container alone
-        host = int(parts[-2]) if len(parts) >= 2 else None
+        # A range ("8000-8001") gives each replica one port; the first stands for it.
+        host = int(parts[-2].split("-", 1)[0]) if len(parts) >= 2 else None
         mappings.append((host, int(parts[-1])))
     return mappings
 
@@ -369,3 +370,9 @@ def test_api_and_worker_share_retention_and_the_blob_store() -> None:
     assert "blobs" in load_compose()["volumes"]
     # The auto-setup image's own namespace keeps runs as long as LoopLlama expects.
     assert environment(service("temporal"))["DEFAULT_NAMESPACE_RETENTION"] == "720h"
+
+
+def test_two_api_and_two_worker_replicas() -> None:
+    for name in ("api", "worker"):
+        assert service(name)["deploy"]["replicas"] == 2, name
+    assert "8000-8001:8000" in service("api")["ports"]
