@@ -48,7 +48,7 @@ def create_app(settings: Settings, client: Client | None = None, *,
 
     app = FastAPI(
         title="LoopLlama",
-        version="0.1.0",
+        version="0.2.0",
         description="Durable crews of LLM agents with humans in the loop, on Temporal.",
         lifespan=lifespan,
         # Served by install_docs from local assets instead of FastAPI's CDN pages.
