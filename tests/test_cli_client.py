@@ -29,10 +29,10 @@ from typing import Any
 
 import httpx
 import pytest
+from loopllama import Run
 from temporalio.client import Client
 
 from core.settings import Settings
-from loopllama import Run
 from tests.conftest import API_KEY, eventually, free_port
 from tests.helpers import uvicorn_in_thread
 from worker import build_worker

@@ -9,7 +9,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-
 from loopllama import _core
 from loopllama._core import (
     DEFAULT_MAX_RETRIES,

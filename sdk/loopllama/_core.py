@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 import httpx
 import pydantic
-
 from loopllama.errors import (
     APIConnectionError,
     APIResponseValidationError,
