@@ -79,8 +79,8 @@ async def test_histories_and_memos_hold_no_clear_text(
     for text in (shown, described):
         for secret in (secret_input, output, "You are the writer", "Globex", "42 million"):
             assert secret not in text
-    # Search attributes stay clear: ids, statuses and times only.
-    assert "LoopLlamaStatus" in described
+    # Search attributes stay clear: ids, statuses and times only (no crew name).
+    assert "LoopLlamaStatus" in described and "LoopLlamaCrew" not in described
     assert base64.b64encode(b'"completed"').decode() in described  # a plain JSON payload
     assert base64.b64encode(b"binary/encrypted").decode() in shown
 

@@ -118,7 +118,10 @@ class Runs:
                 SearchAttributePair(SA_WORKFLOW_ID, workflow_id),
                 SearchAttributePair(SA_STATUS, run.status),
                 SearchAttributePair(SA_CREATED_AT, now),
-                SearchAttributePair(SA_CREW, definition.name),
+                # Search attributes are never encrypted: with LOOPLLAMA_ENCRYPTION_KEY
+                # they hold only ids, statuses and times, so the crew's name stays out.
+                *([] if self._settings.encryption_keys else
+                  [SearchAttributePair(SA_CREW, definition.name)]),
             ]),
             static_summary=f"{definition.name}: {request.input}"[:200],
             # A concurrent retry with the same key joins the run instead of failing.
