@@ -18,7 +18,7 @@ from api.app import create_app
 from core.devserver import DevServer, find_temporal_binary
 from core.encryption import KEY_ID, key_id
 from core.settings import Secret, Settings
-from core.temporal import connect_as
+from core.temporal import connect, connect_as, ensure_namespace_ready
 from tests.conftest import API_KEY, crew, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.helpers import create_workflow, trigger, uvicorn_in_thread, wait_for_status
@@ -35,9 +35,19 @@ class Stack:
     settings: Settings
 
 
+@pytest.fixture(scope="module")
+async def namespace(dev_server: DevServer, data_dir: Path) -> str:
+    """A namespace of the encrypted tests' own: other tests (without the key) list every
+    workflow of theirs, and must not meet these."""
+    name = f"encrypted-{unique_tag()}"
+    client = await connect(dev_server.address, name, blob_dir=data_dir / "blobs")
+    await ensure_namespace_ready(client)
+    return name
+
+
 @pytest.fixture
-async def encrypted(settings: Settings) -> AsyncIterator[Stack]:
-    keyed = replace(settings, encryption_keys=(Secret(KEY_A),))
+async def encrypted(settings: Settings, namespace: str) -> AsyncIterator[Stack]:
+    keyed = replace(settings, encryption_keys=(Secret(KEY_A),), temporal_namespace=namespace)
     assert keyed.temporal_address is not None
     client = await connect_as(keyed, keyed.temporal_address)
     async with build_worker(client, keyed), httpx.AsyncClient(
@@ -47,9 +57,9 @@ async def encrypted(settings: Settings) -> AsyncIterator[Stack]:
         yield Stack(api, client, keyed)
 
 
-def temporal_cli(server: DevServer, *args: str) -> str:
+def temporal_cli(server: DevServer, namespace: str, *args: str) -> str:
     done = subprocess.run(
-        [find_temporal_binary(), *args, "--address", server.address, "--namespace", "default"],
+        [find_temporal_binary(), *args, "--address", server.address, "--namespace", namespace],
         capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -73,9 +83,11 @@ async def test_histories_and_memos_hold_no_clear_text(
 ) -> None:
     output = f"Confidential: offer 42 million {unique_tag()}"
     run_id, secret_input = await secret_run(encrypted, fake_anthropic, output)
-    shown = temporal_cli(dev_server, "workflow", "show", "--workflow-id", run_id, "-o", "json")
-    described = temporal_cli(dev_server, "workflow", "describe", "--workflow-id", run_id,
-                             "-o", "json")
+    namespace = encrypted.settings.temporal_namespace
+    shown = temporal_cli(dev_server, namespace, "workflow", "show", "--workflow-id", run_id,
+                         "-o", "json")
+    described = temporal_cli(dev_server, namespace, "workflow", "describe",
+                             "--workflow-id", run_id, "-o", "json")
     for text in (shown, described):
         for secret in (secret_input, output, "You are the writer", "Globex", "42 million"):
             assert secret not in text
@@ -100,7 +112,7 @@ async def test_keys_rotate_and_failures_are_encrypted(
 ) -> None:
     run_id, secret_input = await secret_run(encrypted, fake_anthropic, "first")
     # B now encrypts; A still decrypts what it wrote.
-    rotated = replace(settings, encryption_keys=(Secret(KEY_B), Secret(KEY_A)))
+    rotated = replace(encrypted.settings, encryption_keys=(Secret(KEY_B), Secret(KEY_A)))
     assert rotated.temporal_address is not None
     client = await connect_as(rotated, rotated.temporal_address)
     async with httpx.AsyncClient(
@@ -111,7 +123,7 @@ async def test_keys_rotate_and_failures_are_encrypted(
     (payload,) = await client.data_converter.encode(["x"])
     assert payload.metadata[KEY_ID].decode() == key_id(base64.b64decode(KEY_B))
     # Without the key, a read is refused rather than shown as garbage.
-    only_b = replace(settings, encryption_keys=(Secret(KEY_B),))
+    only_b = replace(encrypted.settings, encryption_keys=(Secret(KEY_B),))
     assert only_b.temporal_address is not None
     lacking = await connect_as(only_b, only_b.temporal_address)
     with pytest.raises(Exception, match="not among LOOPLLAMA_ENCRYPTION_KEY"):
@@ -125,7 +137,8 @@ async def test_the_codec_endpoint_decodes_for_key_holders_only(
     settings = replace(encrypted.settings, codec_cors_origins=("http://127.0.0.1:8233",))
     async with uvicorn_in_thread(settings) as url, httpx.AsyncClient(base_url=url) as http:
         history = json.loads(temporal_cli(
-            dev_server, "workflow", "show", "--workflow-id", run_id, "-o", "json"))
+            dev_server, encrypted.settings.temporal_namespace, "workflow", "show",
+            "--workflow-id", run_id, "-o", "json"))
         started = history["events"][0]["workflowExecutionStartedEventAttributes"]
         body = {"payloads": started["input"]["payloads"]}
         assert (await http.post("/codec/decode", json=body)).status_code == 401
@@ -155,7 +168,8 @@ async def test_the_codec_endpoint_decodes_for_key_holders_only(
         with_cookie = await http.post("/codec/decode", json=body)
         assert with_cookie.status_code == 200
         # The temporal CLI shows clear text through the codec endpoint, with the key.
-        clear = temporal_cli(dev_server, "workflow", "show", "--workflow-id", run_id,
+        clear = temporal_cli(dev_server, encrypted.settings.temporal_namespace, "workflow",
+                             "show", "--workflow-id", run_id,
                              "--codec-endpoint", f"{url}/codec",
                              "--codec-auth", f"Bearer {API_KEY}")
         assert secret_input in clear
@@ -169,3 +183,24 @@ def test_a_malformed_key_is_refused_at_start() -> None:
             Settings.from_env({"LOOPLLAMA_ENCRYPTION_KEY": bad})
     keys = Settings.from_env({"LOOPLLAMA_ENCRYPTION_KEY": f"{KEY_A}, {KEY_B}"}).encryption_keys
     assert [k.value for k in keys] == [KEY_A, KEY_B]
+
+
+async def test_a_list_leaves_out_what_it_cannot_decode(
+    api: httpx.AsyncClient, settings: Settings, temporal: Client
+) -> None:
+    # A definition written with a key this API does not hold (another deployment's, or
+    # a key since removed) must not fail every list of the namespace.
+    keyed = replace(settings, encryption_keys=(Secret(KEY_A),))
+    assert keyed.temporal_address is not None
+    other = await connect_as(keyed, keyed.temporal_address)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(keyed, other)), base_url="http://t",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as keyed_api:
+        hidden = await create_workflow(keyed_api, crew("writer", model="loopllama-offline"))
+    mine = await create_workflow(api, crew("writer", model="loopllama-offline"))
+    listed = await api.get("/v1/workflows")
+    assert listed.status_code == 200, listed.text
+    ids = {w["id"] for w in listed.json()["data"]}
+    assert mine["id"] in ids and hidden["id"] not in ids
+    await temporal.get_workflow_handle(hidden["id"]).terminate("test done")

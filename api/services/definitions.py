@@ -23,6 +23,7 @@ from api.errors import BadRequest, Conflict, NotFound
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
+    decode_or_skip,
     describe_or_none,
     is_running,
     start_once,
@@ -165,7 +166,7 @@ class Definitions:
             payload = row.raw_info.memo.fields.get(MEMO_KEY)
             if payload is None:
                 continue
-            (data,) = await self._client.data_converter.decode([payload])
+            data = await decode_or_skip(self._client, payload, row.id)
             if isinstance(data, dict):
                 definitions.append(Workflow.model_validate(data))
         definitions.sort(key=lambda d: (d.created_at, d.id), reverse=True)

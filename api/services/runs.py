@@ -23,6 +23,7 @@ from api.services.run_truth import reconcile
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
+    decode_or_skip,
     describe_or_none,
     start_once,
     wait_until_listed,
@@ -305,7 +306,9 @@ async def _run_of(row: WorkflowExecution, client: Client) -> Run | None:
     payload = row.raw_info.memo.fields.get(RUN_KEY)
     if payload is None:
         return None
-    (header,) = await client.data_converter.decode([payload])
+    header = await decode_or_skip(client, payload, row.id)
+    if header is None:
+        return None
     run = run_from_memo({RUN_KEY: header}, with_steps=False)
     if run is None:
         return None

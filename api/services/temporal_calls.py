@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -19,6 +21,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Unavailable
+
+log = logging.getLogger("loopllama.api")
 
 T = TypeVar("T")
 
@@ -38,6 +42,19 @@ async def describe_or_none(client: Client, workflow_id: str) -> WorkflowExecutio
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+
+
+async def decode_or_skip(client: Client, payload: Payload, workflow_id: str) -> Any:
+    """A list row's memo value, or None when this process cannot decode it (another
+    deployment's encryption key, a blob it cannot reach): one such row must not fail a
+    whole list, so it is left out and logged."""
+    try:
+        (value,) = await client.data_converter.decode([payload])
+    except Exception as err:  # noqa: BLE001 - any undecodable row is skipped the same way
+        log.warning("Left %s out of a list: its memo cannot be decoded here (%s).",
+                    workflow_id, type(err).__name__)
+        return None
+    return value
 
 
 def is_running(description: WorkflowExecutionDescription) -> bool:
