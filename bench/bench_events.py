@@ -17,9 +17,7 @@ Processes as in bench_lifecycle (bench/stack.py); the fake and the receiver in t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import shutil
 import sys
@@ -34,7 +32,7 @@ from typing import Any
 import httpx
 
 from bench.bench_runs import CLAUDE_MODEL
-from bench.processes import cpu_seconds, median_ms, pct_ms
+from bench.processes import cpu_seconds, median_ms, pct_ms, plan_main
 from bench.stack import Stack, loopllama_stack
 from tests.fakes.anthropic_server import FakeAnthropic, system_text
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -175,12 +173,7 @@ async def run(plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(QUICK if args.quick else FULL))
-    return 0
+    return plan_main(__doc__, run, FULL, QUICK, argv)
 
 
 if __name__ == "__main__":

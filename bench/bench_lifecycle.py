@@ -16,9 +16,7 @@ Processes as in bench_respond (bench/stack.py): a dev server, `loopllama worker`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -31,7 +29,7 @@ from typing import Any
 import httpx
 
 from bench.bench_runs import CLAUDE_MODEL
-from bench.processes import median_ms, pct_ms, sync_http
+from bench.processes import median_ms, pct_ms, plan_main, sync_http
 from bench.stack import Stack, loopllama_stack
 from core.temporal import connect
 from tests.fakes.anthropic_server import FakeAnthropic, system_text
@@ -176,12 +174,7 @@ async def run(plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(QUICK if args.quick else FULL))
-    return 0
+    return plan_main(__doc__, run, FULL, QUICK, argv)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ as children that die with it, waits for them, and reports medians and percentile
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -16,9 +17,10 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -146,3 +148,14 @@ def sync_http(base_url: str, key: str) -> httpx.Client:
         transport=httpx.HTTPTransport(socket_options=NODELAY),
         timeout=30.0,
     )
+
+
+def plan_main(doc: str | None, run: Callable[[Any], Coroutine[Any, Any, None]], full: Any,
+              quick: Any, argv: list[str] | None) -> int:
+    """The command line of a benchmark with a full and a `--quick` plan."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else "")
+    parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(quick if args.quick else full))
+    return 0
