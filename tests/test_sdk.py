@@ -418,6 +418,7 @@ SCHEMA_OF: dict[type[pydantic.BaseModel], str] = {
     loopllama.Workflow: "Workflow", loopllama.Agent: "AgentConfig",
     loopllama.HumanInTheLoop: "HumanInTheLoopConfig", loopllama.CustomTool: "CustomToolConfig",
     loopllama.RespondResult: "RespondAccepted", loopllama.WorkflowDeleted: "WorkflowDeleted",
+    loopllama.Webhook: "WebhookConfig",
 }
 
 

@@ -42,6 +42,7 @@ from loopllama.types import (
     RespondResult,
     Run,
     RunEvent,
+    Webhook,
     Workflow,
     WorkflowDeleted,
 )
@@ -171,6 +172,7 @@ def workflow_fields(
     crew: Sequence[Agent | Mapping[str, Any]] | None = None,
     human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
     tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
+    webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON fields of a workflow body; None means "not given"."""
     body: dict[str, Any] = {}
@@ -184,6 +186,8 @@ def workflow_fields(
         body["human_in_the_loop"] = _model_json(human_in_the_loop)
     if tools is not None:
         body["tools"] = [_model_json(tool) for tool in tools]
+    if webhooks is not None:
+        body["webhooks"] = [_model_json(hook) for hook in webhooks]
     return body
 
 

@@ -31,6 +31,7 @@ from loopllama.types import (
     RespondResult,
     Run,
     RunEvent,
+    Webhook,
     Workflow,
     WorkflowDeleted,
 )
@@ -143,14 +144,15 @@ class Workflows:
         description: str | None = None,
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
+        webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
     ) -> Workflow:
         """Create a workflow from keywords, or from a dict body (keywords override it).
 
         `tools` declares custom tools (name, description, input_schema, url) that agents
-        may list in their own `tools`.
+        may list in their own `tools`; `webhooks` where to POST which run events.
         """
         body = {**(spec or {}), **_core.workflow_fields(name, description, crew,
-                                                         human_in_the_loop, tools)}
+                                                         human_in_the_loop, tools, webhooks)}
         return self._client._request(_core.create_workflow(body))
 
     def list(self) -> list[Workflow]:
@@ -170,11 +172,12 @@ class Workflows:
         crew: Sequence[Agent | Mapping[str, Any]] | None = None,
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
+        webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
         **fields: Any,
     ) -> Workflow:
         """Change the given fields (others stay); extra keywords are sent as they are."""
         body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop,
-                                                   tools)}
+                                                   tools, webhooks)}
         return self._client._request(_core.update_workflow(workflow_id, body))
 
     def delete(self, workflow_id: str) -> WorkflowDeleted:

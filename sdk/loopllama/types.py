@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 __all__ = [
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
+    "Webhook",
     "Agent",
     "CustomTool",
     "Decision",
@@ -97,6 +98,13 @@ class CustomTool(_Model):
     url: str
 
 
+class Webhook(_Model):
+    """Where the API POSTs which of a run's events (signed; see `verify_webhook`)."""
+
+    url: str
+    events: list[str] = Field(default_factory=list)
+
+
 class Workflow(_Model):
     """A named crew plus its human-in-the-loop settings and custom tools.
 
@@ -110,6 +118,7 @@ class Workflow(_Model):
     crew: list[Agent] = Field(default_factory=list)
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list)
+    webhooks: list[Webhook] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 
