@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import math
 import os
@@ -846,7 +847,7 @@ def machine() -> str:
 # --------------------------------------------------------------------------- lifecycle
 
 
-async def run(plan: Plan, keep: bool) -> int:
+async def run(plan: Plan, keep: bool, encrypt: bool = False) -> int:
     # SIGTERM cleans up like Ctrl-C: cancel this task, so every `finally` below runs.
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -868,7 +869,9 @@ async def run(plan: Plan, keep: bool) -> int:
             temporal = await server.start()
             await ensure_namespace_ready(temporal)
             assert server.process is not None
-            temporal = await connect(server.address, "default", blob_dir=tmp / "blobs")
+            key = base64.b64encode(os.urandom(32)) if encrypt else None
+            temporal = await connect(server.address, "default", blob_dir=tmp / "blobs",
+                                     encryption_keys=[base64.b64decode(key)] if key else [])
             floor_client = await Client.connect(server.address)
 
             async def stop_children() -> None:
@@ -880,7 +883,9 @@ async def run(plan: Plan, keep: bool) -> int:
             ll_queue = f"bench-ll-{uuid.uuid4().hex[:8]}"
             floor_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
             common = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": ll_queue,
-                      "LOOPLLAMA_BLOB_DIR": str(tmp / "blobs")}
+                      "LOOPLLAMA_BLOB_DIR": str(tmp / "blobs"),
+                      # --encrypt: payloads encrypted at rest, as LOOPLLAMA_ENCRYPTION_KEY does.
+                      **({"LOOPLLAMA_ENCRYPTION_KEY": key.decode()} if key else {})}
             py = sys.executable
             worker = start_child(
                 "loopllama worker", [py, "-m", "cli.main", "worker"],
@@ -968,9 +973,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts (~30-60 s)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with logs")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="with LOOPLLAMA_ENCRYPTION_KEY set (payloads encrypted)")
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(run(QUICK if args.quick else FULL, args.keep))
+        return asyncio.run(run(QUICK if args.quick else FULL, args.keep, args.encrypt))
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress("interrupted; everything was stopped")
         return 130
