@@ -448,3 +448,15 @@ async def test_async_custom_tools_round_trip(sdk: AsyncLoopLlama, worker: Any) -
         update={"description": "Update a CRM contact."})])
     assert changed.tools[0].description == "Update a CRM contact."
     assert (await sdk.workflows.get(workflow.id)).tools == changed.tools
+
+
+async def test_async_webhooks_and_secret_rotation(sdk: AsyncLoopLlama, worker: Any) -> None:
+    hook = loopllama.Webhook(url="https://hooks.example.com/loopllama", events=["run.failed"])
+    workflow = await sdk.workflows.create(
+        name="hooked", crew=[loopllama.Agent(role="a", model=OFFLINE)], webhooks=[hook])
+    assert workflow.webhooks == [hook]
+    first = await sdk.workflows.rotate_webhook_secret(workflow.id)
+    second = await sdk.workflows.rotate_webhook_secret(workflow.id)
+    assert first.startswith("whsec_") and second.startswith("whsec_") and first != second
+    with pytest.raises(NotFoundError):
+        await sdk.workflows.rotate_webhook_secret("ckva000000000000000000000")

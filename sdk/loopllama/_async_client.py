@@ -189,6 +189,11 @@ class AsyncWorkflows:
         """Accept new runs again."""
         return await self._client._request(_core.set_workflow_status(workflow_id, "resume"))
 
+    async def rotate_webhook_secret(self, workflow_id: str) -> str:
+        """A new webhook signing secret (shown only now); deliveries are signed with it
+        from now on."""
+        return await self._client._request(_core.rotate_webhook_secret(workflow_id))
+
 
 class AsyncRuns:
     """`client.runs`: trigger, read, answer and wait for runs."""

@@ -146,6 +146,7 @@ def _seg(value: str) -> str:
 
 
 _LIST: pydantic.TypeAdapter[list[Any]] = pydantic.TypeAdapter(list[Any])
+_DICT: pydantic.TypeAdapter[dict[str, Any]] = pydantic.TypeAdapter(dict[str, Any])
 
 
 def _one(model: type[M]) -> Callable[[Any], M]:
@@ -224,6 +225,17 @@ def delete_workflow(workflow_id: str) -> Endpoint[WorkflowDeleted]:
 def set_workflow_status(workflow_id: str, verb: str) -> Endpoint[Workflow]:
     """POST /v1/workflows/{id}/pause or /resume."""
     return Endpoint("POST", f"/v1/workflows/{_seg(workflow_id)}/{verb}", _one(Workflow))
+
+
+def _secret(data: Any) -> str:
+    return str(_DICT.validate_python(data)["webhook_secret"])
+
+
+def rotate_webhook_secret(workflow_id: str) -> Endpoint[str]:
+    """POST /v1/workflows/{id}/webhook-secret. Not resent after a broken connection: a
+    second rotation would make the first one's secret useless."""
+    return Endpoint("POST", f"/v1/workflows/{_seg(workflow_id)}/webhook-secret", _secret,
+                    replayable=False)
 
 
 def trigger_run(workflow_id: str, text: str) -> Endpoint[Run]:

@@ -192,6 +192,11 @@ class Workflows:
         """Accept new runs again."""
         return self._client._request(_core.set_workflow_status(workflow_id, "resume"))
 
+    def rotate_webhook_secret(self, workflow_id: str) -> str:
+        """A new webhook signing secret (shown only now); deliveries are signed with it
+        from now on."""
+        return self._client._request(_core.rotate_webhook_secret(workflow_id))
+
 
 class Runs:
     """`client.runs`: trigger, read, answer and wait for runs."""
