@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from core.devserver import DevServer, find_temporal_binary
 from core.settings import Settings
 from tests.conftest import eventually, free_port
 
@@ -112,3 +113,17 @@ async def uvicorn_in_thread(settings: Settings) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)
         assert not thread.is_alive(), "uvicorn did not stop within 10 s"
+
+
+async def temporal_cli(server: DevServer, *args: str, namespace: str = "default") -> str:
+    """Run the `temporal` CLI against `server`, as an operator would; its stdout.
+
+    A subprocess awaited without blocking the event loop, so in-process workers go on.
+    """
+    process = await asyncio.create_subprocess_exec(
+        find_temporal_binary(), *args, "--address", server.address, "--namespace", namespace,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    return out.decode()

@@ -18,27 +18,15 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from core.devserver import DevServer, find_temporal_binary
+from core.devserver import DevServer
 from core.settings import Settings
 from tests.conftest import crew, eventually
-from tests.helpers import create_workflow, trigger, wait_for_status
+from tests.helpers import create_workflow, temporal_cli, trigger, wait_for_status
 from worker import build_worker
 
 OFFLINE = "loopllama-offline"
 IGNORED = "A cancel request was ignored"
 TERMINATED = "terminated in Temporal"
-
-
-async def temporal_cli(dev_server: DevServer, *args: str) -> str:
-    """Run the `temporal` CLI against the session's dev server; its stdout."""
-    process = await asyncio.create_subprocess_exec(
-        find_temporal_binary(), *args,
-        "--address", dev_server.address, "--namespace", "default",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def current_details(temporal: Client, workflow_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,13 +14,13 @@ import pytest
 from temporalio.client import Client
 
 from api.app import create_app
-from core.devserver import DevServer, find_temporal_binary
+from core.devserver import DevServer
 from core.encryption import KEY_ID, key_id
 from core.settings import Secret, Settings
 from core.temporal import connect, connect_as, ensure_namespace_ready
 from tests.conftest import API_KEY, crew, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.helpers import create_workflow, trigger, uvicorn_in_thread, wait_for_status
+from tests.helpers import create_workflow, temporal_cli, trigger, uvicorn_in_thread, wait_for_status
 from worker import build_worker
 
 KEY_A = base64.b64encode(os.urandom(32)).decode()
@@ -57,15 +56,6 @@ async def encrypted(settings: Settings, namespace: str) -> AsyncIterator[Stack]:
         yield Stack(api, client, keyed)
 
 
-def temporal_cli(server: DevServer, namespace: str, *args: str) -> str:
-    done = subprocess.run(
-        [find_temporal_binary(), *args, "--address", server.address, "--namespace", namespace],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 async def secret_run(stack: Stack, fake: FakeAnthropic, output: str) -> tuple[str, str]:
     tag = unique_tag()
     fake.reply_text(output, when=for_role(tag, "writer"))
@@ -84,10 +74,10 @@ async def test_histories_and_memos_hold_no_clear_text(
     output = f"Confidential: offer 42 million {unique_tag()}"
     run_id, secret_input = await secret_run(encrypted, fake_anthropic, output)
     namespace = encrypted.settings.temporal_namespace
-    shown = temporal_cli(dev_server, namespace, "workflow", "show", "--workflow-id", run_id,
-                         "-o", "json")
-    described = temporal_cli(dev_server, namespace, "workflow", "describe",
-                             "--workflow-id", run_id, "-o", "json")
+    shown = await temporal_cli(dev_server, "workflow", "show", "--workflow-id", run_id,
+                               "-o", "json", namespace=namespace)
+    described = await temporal_cli(dev_server, "workflow", "describe", "--workflow-id",
+                                   run_id, "-o", "json", namespace=namespace)
     for text in (shown, described):
         for secret in (secret_input, output, "You are the writer", "Globex", "42 million"):
             assert secret not in text
@@ -136,9 +126,9 @@ async def test_the_codec_endpoint_decodes_for_key_holders_only(
     run_id, secret_input = await secret_run(encrypted, fake_anthropic, "codec output")
     settings = replace(encrypted.settings, codec_cors_origins=("http://127.0.0.1:8233",))
     async with uvicorn_in_thread(settings) as url, httpx.AsyncClient(base_url=url) as http:
-        history = json.loads(temporal_cli(
-            dev_server, encrypted.settings.temporal_namespace, "workflow", "show",
-            "--workflow-id", run_id, "-o", "json"))
+        history = json.loads(await temporal_cli(
+            dev_server, "workflow", "show", "--workflow-id", run_id, "-o", "json",
+            namespace=encrypted.settings.temporal_namespace))
         started = history["events"][0]["workflowExecutionStartedEventAttributes"]
         body = {"payloads": started["input"]["payloads"]}
         assert (await http.post("/codec/decode", json=body)).status_code == 401
@@ -168,10 +158,10 @@ async def test_the_codec_endpoint_decodes_for_key_holders_only(
         with_cookie = await http.post("/codec/decode", json=body)
         assert with_cookie.status_code == 200
         # The temporal CLI shows clear text through the codec endpoint, with the key.
-        clear = temporal_cli(dev_server, encrypted.settings.temporal_namespace, "workflow",
-                             "show", "--workflow-id", run_id,
-                             "--codec-endpoint", f"{url}/codec",
-                             "--codec-auth", f"Bearer {API_KEY}")
+        clear = await temporal_cli(dev_server, "workflow", "show", "--workflow-id", run_id,
+                                   "--codec-endpoint", f"{url}/codec",
+                                   "--codec-auth", f"Bearer {API_KEY}",
+                                   namespace=encrypted.settings.temporal_namespace)
         assert secret_input in clear
 
 

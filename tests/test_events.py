@@ -15,8 +15,8 @@ from core.devserver import DevServer
 from core.settings import Settings
 from tests.conftest import API_KEY, crew, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.helpers import create_workflow, trigger, uvicorn_in_thread, wait_for_status
-from tests.test_lifecycle import slow_run, temporal_cli
+from tests.helpers import create_workflow, temporal_cli, trigger, uvicorn_in_thread, wait_for_status
+from tests.test_lifecycle import slow_run
 
 OFFLINE = "loopllama-offline"
 
@@ -132,7 +132,7 @@ async def test_a_terminated_run_ends_its_stream_failed(
     dev_server: DevServer,
 ) -> None:
     run_id, _ = await slow_run(api, fake_anthropic)
-    temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
+    await temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
                  "--reason", "operator stop")
     events = await read_events(api, run_id)
     assert kinds(events) == ["run.started", "step.started:0", "run.failed"]

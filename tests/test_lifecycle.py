@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -22,25 +21,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from core.devserver import DevServer, find_temporal_binary
+from core.devserver import DevServer
 from core.settings import Settings
 from tests.conftest import crew, eventually, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.tool_server import ToolServer
-from tests.helpers import RUN_KEYS, create_workflow, get_run, trigger, wait_for_status
+from tests.helpers import RUN_KEYS, create_workflow, get_run, temporal_cli, trigger, wait_for_status
 from worker import build_worker
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def temporal_cli(server: DevServer, *args: str) -> str:
-    """Run the `temporal` CLI against the test server, as an operator would."""
-    done = subprocess.run(
-        [find_temporal_binary(), *args, "--address", server.address, "--namespace", "default"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def slow_run(api: httpx.AsyncClient, fake: FakeAnthropic, seconds: float = 60.0
@@ -66,7 +55,7 @@ async def test_a_run_terminated_in_temporal_reads_failed_with_the_reason(
     api: httpx.AsyncClient, worker: Worker, fake_anthropic: FakeAnthropic, dev_server: DevServer
 ) -> None:
     run_id, _ = await slow_run(api, fake_anthropic)
-    temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
+    await temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
                  "--reason", "operator stop")
 
     run = await get_run(api, run_id)
@@ -87,7 +76,7 @@ async def test_a_queued_run_terminated_in_temporal_reads_failed(
     # No worker: the run never publishes anything, so only the execution knows.
     workflow = await create_workflow(api, crew("writer", model="loopllama-offline"))
     run_id = (await trigger(api, workflow["id"], "Nobody runs this."))["id"]
-    temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id)
+    await temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id)
     run = await get_run(api, run_id)
     # The CLI's own reason when none is given.
     assert run["status"] == "failed"
@@ -155,7 +144,7 @@ async def test_cancel_from_the_temporal_cli_has_the_same_effect(
     api: httpx.AsyncClient, worker: Worker, fake_anthropic: FakeAnthropic, dev_server: DevServer
 ) -> None:
     run_id, _ = await slow_run(api, fake_anthropic)
-    temporal_cli(dev_server, "workflow", "cancel", "--workflow-id", run_id)
+    await temporal_cli(dev_server, "workflow", "cancel", "--workflow-id", run_id)
     run = await wait_for_status(api, run_id, "cancelled", within=10)
     assert run["pending"] is None and run["finished_at"] is not None
 
@@ -213,7 +202,7 @@ async def test_retry_after_a_terminate_redoes_the_interrupted_step(
     api: httpx.AsyncClient, worker: Worker, fake_anthropic: FakeAnthropic, dev_server: DevServer
 ) -> None:
     run_id, tag = await slow_run(api, fake_anthropic)
-    temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
+    await temporal_cli(dev_server, "workflow", "terminate", "--workflow-id", run_id,
                  "--reason", "stuck")
     fake_anthropic.reply_text("written", when=for_role(tag, "writer"))
     assert (await api.post(f"/v1/runs/{run_id}/retry")).status_code == 202
