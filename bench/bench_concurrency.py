@@ -42,6 +42,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+async def status(http: httpx.AsyncClient, run_id: str) -> str | None:
+    """The run's status; None when the call failed in transit (a keep-alive connection the
+    server closed just as it was reused): the next round asks again."""
+    try:
+        return str((await http.get(f"/v1/runs/{run_id}")).json()["data"]["status"])
+    except httpx.TransportError:
+        return None
+
+
 async def run(runs: int, seconds: float, max_activities: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="loopllama-bench-concurrency-"))
 
@@ -83,11 +92,9 @@ async def run(runs: int, seconds: float, max_activities: int) -> None:
                     deadline = start + 60 + runs * seconds / max(1, max_activities) * 2
                     while pending and time.time() < deadline:
                         batch = list(pending)[:100]
-                        got = await asyncio.gather(
-                            *(http.get(f"/v1/runs/{run_id}") for run_id in batch))
-                        for run_id, answer in zip(batch, got, strict=True):
-                            if answer.json().get("data", {}).get("status") == "completed":
-                                pending.discard(run_id)
+                        got = await asyncio.gather(*(status(http, run_id) for run_id in batch))
+                        pending -= {run_id for run_id, state in zip(batch, got, strict=True)
+                                    if state == "completed"}
                         await asyncio.sleep(0.2)
                     took = time.time() - start
         done = runs - len(pending)

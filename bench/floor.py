@@ -35,16 +35,17 @@ async def noop(step: int) -> int:
 
 @workflow.defn(name=FLOOR_TYPE)
 class FloorWorkflow:
-    """Three no-op activities in sequence; with `hold`, then waits for `release`."""
+    """`steps` no-op activities in sequence (3 unless told); with `hold`, then waits
+    for `release`."""
 
     def __init__(self) -> None:
         self._done = 0
         self._released = False
 
     @workflow.run
-    async def run(self, hold: bool) -> int:
+    async def run(self, hold: bool, steps: int = FLOOR_ACTIVITIES) -> int:
         """Run the activities, optionally stay open until released; return the count."""
-        for step in range(FLOOR_ACTIVITIES):
+        for step in range(steps):
             await workflow.execute_activity(
                 noop, step, start_to_close_timeout=timedelta(seconds=60)
             )
