@@ -13,55 +13,61 @@ from jsonschema import Draft202012Validator
 
 from core.types import ASK_HUMAN_TOOL, AgentConfig, CustomToolConfig
 
-ASK_HUMAN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}},
-    "required": ["question"],
-    "additionalProperties": False,
-}
-SEND_EMAIL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "to": {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
-        # One line: a line break would forge extra headers (and mislead the approver).
-        "subject": {"type": "string", "minLength": 1, "maxLength": 300,
-                    "pattern": "^[^\\r\\n]*$"},
-        "body": {"type": "string", "maxLength": 100_000},
-    },
-    "required": ["to", "subject", "body"],
-    "additionalProperties": False,
-}
-HTTP_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
-        "url": {"type": "string", "pattern": r"^https?://"},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "body": {"type": "string", "maxLength": 100_000},
-    },
-    "required": ["url"],
-    "additionalProperties": False,
-}
 
-BUILTIN_DEFINITIONS: dict[str, dict[str, Any]] = {
-    ASK_HUMAN_TOOL: {
-        "name": ASK_HUMAN_TOOL,
-        "description": "Ask the human running this task a question and wait for the answer. "
-        "Use it when you need information or a decision only they can give.",
-        "input_schema": ASK_HUMAN_SCHEMA,
-    },
-    "send_email": {
-        "name": "send_email",
-        "description": "Send a plain-text email.",
-        "input_schema": SEND_EMAIL_SCHEMA,
-    },
-    "http_request": {
-        "name": "http_request",
-        "description": "Make an HTTP request to an allowed host and get the status and the "
-        "start of the response body.",
-        "input_schema": HTTP_REQUEST_SCHEMA,
-    },
-}
+def builtin_definitions() -> dict[str, dict[str, Any]]:
+    """The built-in tools' Messages API definitions, built fresh on every call.
+
+    Fresh because workers import this module once for every run (workflows/registry.py):
+    a module-level dict that one run changed would change every later run's requests.
+    """
+    ask_human_schema = {
+        "type": "object",
+        "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}},
+        "required": ["question"],
+        "additionalProperties": False,
+    }
+    send_email_schema = {
+        "type": "object",
+        "properties": {
+            "to": {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
+            # One line: a line break would forge extra headers (and mislead the approver).
+            "subject": {"type": "string", "minLength": 1, "maxLength": 300,
+                        "pattern": "^[^\\r\\n]*$"},
+            "body": {"type": "string", "maxLength": 100_000},
+        },
+        "required": ["to", "subject", "body"],
+        "additionalProperties": False,
+    }
+    http_request_schema = {
+        "type": "object",
+        "properties": {
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+            "url": {"type": "string", "pattern": r"^https?://"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "body": {"type": "string", "maxLength": 100_000},
+        },
+        "required": ["url"],
+        "additionalProperties": False,
+    }
+    return {
+        ASK_HUMAN_TOOL: {
+            "name": ASK_HUMAN_TOOL,
+            "description": "Ask the human running this task a question and wait for the "
+            "answer. Use it when you need information or a decision only they can give.",
+            "input_schema": ask_human_schema,
+        },
+        "send_email": {
+            "name": "send_email",
+            "description": "Send a plain-text email.",
+            "input_schema": send_email_schema,
+        },
+        "http_request": {
+            "name": "http_request",
+            "description": "Make an HTTP request to an allowed host and get the status and "
+            "the start of the response body.",
+            "input_schema": http_request_schema,
+        },
+    }
 
 
 def tool_definitions(
@@ -69,9 +75,10 @@ def tool_definitions(
 ) -> list[dict[str, Any]]:
     """The Messages API `tools` for this agent: the question tool first, then its own."""
     by_name = {tool.name: tool for tool in custom}
+    builtin = builtin_definitions()
     definitions = []
     if allow_input_requests:
-        definitions.append(BUILTIN_DEFINITIONS[ASK_HUMAN_TOOL])
+        definitions.append(builtin[ASK_HUMAN_TOOL])
     for name in agent.tools:
         if name in by_name:
             tool = by_name[name]
@@ -79,8 +86,8 @@ def tool_definitions(
                 {"name": tool.name, "description": tool.description,
                  "input_schema": tool.input_schema}
             )
-        elif name in BUILTIN_DEFINITIONS:
-            definitions.append(BUILTIN_DEFINITIONS[name])
+        elif name in builtin:
+            definitions.append(builtin[name])
     return definitions
 
 
