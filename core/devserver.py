@@ -28,6 +28,11 @@ PERFORMANCE_FLAGS = [
     "--dynamic-config-value=history.transferProcessorMaxPollRPS=1000",
     "--dynamic-config-value=history.timerProcessorMaxPollRPS=1000",
     "--dynamic-config-value=history.visibilityProcessorMaxPollRPS=1000",
+    # A worker that schedules an activity on its own task queue and has a free slot gets
+    # the activity in the reply to its workflow task, skipping a trip through matching:
+    # less server work and a few ms less per step. Temporal Cloud and recent servers
+    # allow it by default; the dev server needs it switched on.
+    "--dynamic-config-value=system.enableActivityEagerExecution=true",
     # A SQLite file with default pragmas fsyncs every commit and halves throughput; WAL
     # with synchronous=normal is as fast as memory and still survives a process crash.
     "--sqlite-pragma=journal_mode=wal",
