@@ -17,6 +17,7 @@ from api.metrics import ApiMetrics, HttpMetricsMiddleware
 from api.metrics import router as metrics_router
 from api.openapi import install_openapi
 from api.routes import codec, health, runs, workflows
+from api.services.recent_runs import RecentRuns
 from api.temporal_connection import TemporalConnection
 from core.encryption import EncryptionCodec
 from core.settings import Settings
@@ -58,6 +59,8 @@ def create_app(settings: Settings, client: Client | None = None, *,
     app.state.settings = settings
     app.state.temporal = connection
     app.state.run_event_hub = None
+    # Runs this process started that list queries may not show yet (recent_runs.py).
+    app.state.recent_runs = RecentRuns()
     # This app's own Prometheus registry (GET /metrics), never prometheus-client's global.
     app.state.metrics = ApiMetrics()
     keys = settings.encryption_key_bytes

@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from api.errors import TEMPORAL_UNREACHABLE, Unavailable
 from api.services.definitions import Definitions
+from api.services.recent_runs import RecentRuns
 from api.services.run_events import RunEventHub, RunEventSource
 from api.services.runs import Runs
 from api.temporal_connection import TemporalConnection
@@ -45,9 +46,11 @@ async def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitio
 DefinitionsDep = Annotated[Definitions, Depends(get_definitions)]
 
 
-async def get_runs(client: ClientDep, settings: SettingsDep, definitions: DefinitionsDep) -> Runs:
+async def get_runs(request: Request, client: ClientDep, settings: SettingsDep,
+                   definitions: DefinitionsDep) -> Runs:
     """Runs backed by this process's Temporal client."""
-    return Runs(client, settings, definitions)
+    recent: RecentRuns = request.app.state.recent_runs
+    return Runs(client, settings, definitions, recent)
 
 
 RunsDep = Annotated[Runs, Depends(get_runs)]

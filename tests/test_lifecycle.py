@@ -193,6 +193,10 @@ async def test_retry_goes_on_from_the_failed_step_without_repaying_earlier_ones(
     kept = {key for key in failed["steps"][0] if key != "finished_at"}
     assert {k: done["steps"][0][k] for k in kept} == {k: failed["steps"][0][k] for k in kept}
     assert all(s["error"] is None for s in done["steps"])
+    # The reset left the failed execution in Temporal's list too; the run is listed once,
+    # as it is now.
+    listed = (await api.get(f"/v1/workflows/{workflow['id']}/runs")).json()["data"]
+    assert [(r["id"], r["status"]) for r in listed] == [(run_id, "completed")]
     assert fake_anthropic.count(planner) == 1
     assert fake_anthropic.count(writer) == 2
     assert (await api.post(f"/v1/runs/{run_id}/retry")).status_code == 409

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
+from api.services.recent_runs import RecentRuns
 from api.services.runs import newest_runs
 from tests.conftest import crew, eventually, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -73,6 +74,30 @@ async def test_order_is_by_creation_even_when_runs_finish_out_of_order(
     finally:
         hold_oldest.set()
         hold_middle.set()
+
+
+async def test_a_run_is_listed_as_soon_as_its_trigger_answers(
+    api: httpx.AsyncClient, worker: Any
+) -> None:
+    """Triggers no longer wait for Temporal's visibility; a list right after one does."""
+    workflow = await create_workflow(api, crew("solo", model="loopllama-offline"))
+    triggered: list[str] = []
+    for i in range(6):
+        triggered.insert(0, (await trigger(api, workflow["id"], f"run {i}"))["id"])
+        assert await listed_ids(api, workflow["id"]) == triggered
+
+
+def test_recent_runs_forget_what_is_listed_and_what_is_old() -> None:
+    now = [100.0]
+    recent = RecentRuns(horizon=2.0, clock=lambda: now[0])
+    recent.started("ckvaA", "ckrun1")
+    recent.started("ckvaA", "ckrun2")
+    recent.started("ckvaB", "ckrun3")
+    assert recent.pending("ckvaA") == ["ckrun1", "ckrun2"]
+    recent.listed("ckvaA", ["ckrun1"])
+    assert recent.pending("ckvaA") == ["ckrun2"] and recent.pending("ckvaB") == ["ckrun3"]
+    now[0] += 2.0
+    assert recent.pending("ckvaA") == [] and recent.pending("ckvaB") == []
 
 
 async def test_early_stop_of_the_scan_keeps_the_answer_right(

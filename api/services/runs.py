@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
+from api.services.recent_runs import RecentRuns
 from api.services.run_retry import reset_point, reset_to
 from api.services.run_truth import reconcile
 from api.services.temporal_calls import (
@@ -26,7 +27,6 @@ from api.services.temporal_calls import (
     decode_or_skip,
     describe_or_none,
     start_once,
-    wait_until_listed,
 )
 from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import RUN_KEY, run_from_memo, run_memo
@@ -57,20 +57,25 @@ LIST_LIMIT = 50
 # A cancel answers once the run has ended, which an idle worker makes happen in
 # milliseconds; without a worker it answers after this with the run as it stands.
 CANCEL_WAIT_SECONDS = 5.0
+# Most lists end within the first page: the 50 newest and the few that closed near them.
 LIST_PAGE_SIZE = 100
-# Creation times come from the API's clock, close times from Temporal's; allow for skew
-# between them when deciding that no older-closing run can be among the newest.
-CLOCK_SKEW = timedelta(seconds=60)
+# Creation times come from the API's clock, close times from Temporal's; allow this much
+# skew between them when deciding that no older-closing run can be among the newest.
+# Every row read within it costs the list, so it is seconds, not minutes: hosts whose
+# clocks differ by more than this (no NTP) may see a run out of place in the list.
+CLOCK_SKEW = timedelta(seconds=5)
 
 
 class Runs:
     """Trigger and read runs."""
 
-    def __init__(self, client: Client, settings: Settings, definitions: Definitions) -> None:
+    def __init__(self, client: Client, settings: Settings, definitions: Definitions,
+                 recent: RecentRuns) -> None:
         self._client = client
         self._settings = settings
         self._task_queue = settings.temporal_task_queue
         self._definitions = definitions
+        self._recent = recent
 
     def _model_queues(self, crew: list[AgentConfig]) -> dict[str, str]:
         queues = {agent.model: self._settings.model_task_queue(agent.model) for agent in crew}
@@ -129,7 +134,8 @@ class Runs:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         ))
-        await wait_until_listed(self._client, run.id)
+        # Not listed yet for ~10 ms; a list of this crew from this process waits for it.
+        self._recent.started(workflow_id, run.id)
         if idempotency_key is not None:
             # A concurrent attempt with the same key may have started the run first; then
             # answer with that run. This attempt's own run is answered as created: queued.
@@ -252,7 +258,7 @@ class Runs:
         # The existence check (404) and the listing do not depend on each other.
         _, runs = await asyncio.gather(
             self._definitions.get(workflow_id),
-            newest_runs(self._client, workflow_id, LIST_LIMIT),
+            settled_newest_runs(self._client, self._recent, workflow_id),
         )
         return runs
 
@@ -266,18 +272,27 @@ def _same_request(run: Run, request: TriggerRequest) -> Run:
     return run
 
 
+async def settled_newest_runs(client: Client, recent: RecentRuns, workflow_id: str) -> list[Run]:
+    """The list, once it shows every run this process started for the crew."""
+    await recent.settle(client, workflow_id)
+    return await newest_runs(client, workflow_id, LIST_LIMIT)
+
+
 async def newest_runs(
     client: Client, workflow_id: str, limit: int, *, skew: timedelta = CLOCK_SKEW
 ) -> list[Run]:
     """The `limit` newest runs by creation time, from one visibility listing.
 
     SQL visibility cannot sort (no ORDER BY on SQLite); it returns open executions first,
-    then closed ones by close time, newest first. A run closes after it is created, so
-    once the listing reaches runs that closed before the `limit`-th newest creation time,
-    nothing older can follow and the scan stops, usually within the first page. Should a
-    server ever list in another order, the scan notices and reads everything instead.
+    then closed ones by close time, newest first. Rows are ranked by their creation time
+    (the `LoopLlamaCreatedAt` search attribute, read without decoding the memo), and only
+    the winners' memos are decoded. A run closes after it is created, so once the listing
+    reaches runs that closed more than `skew` before the `limit`-th newest creation
+    time, nothing newer can follow and the scan stops, usually within the first page.
+    Should a server ever list in another order, the scan notices and reads everything.
     """
-    newest: list[tuple[datetime, str, Run]] = []  # a min-heap of the best `limit`
+    newest: list[tuple[datetime, str]] = []  # a min-heap of the best (created_at, id)
+    latest: dict[str, WorkflowExecution] = {}  # a retried run is several executions
     last_close: datetime | None = None
     order_holds = True
     query = f"WorkflowType = '{RUN_WORKFLOW_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
@@ -289,15 +304,25 @@ async def newest_runs(
             last_close = close
             if order_holds and len(newest) >= limit and close < newest[0][0] - skew:
                 break
-        run = await _run_of(row, client)
-        if run is None:
+        created = row.typed_search_attributes.get(SA_CREATED_AT)
+        if created is None:
+            continue  # not a run this API started
+        seen = latest.get(row.id)
+        if seen is not None:
+            # A retry (a reset) leaves the run's earlier executions listed too; the run
+            # is its latest execution, and already has its place in the heap.
+            if row.start_time > seen.start_time:
+                latest[row.id] = row
             continue
-        entry = (run.created_at, run.id, run)
+        latest[row.id] = row
+        entry = (created, row.id)
         if len(newest) < limit:
             heapq.heappush(newest, entry)
         elif entry > newest[0]:
             heapq.heapreplace(newest, entry)
-    return [run for _, _, run in sorted(newest, reverse=True)]
+    ranked = [latest[run_id] for _, run_id in sorted(newest, reverse=True)]
+    runs = await asyncio.gather(*(_run_of(row, client) for row in ranked))
+    return [run for run in runs if run is not None]
 
 
 async def _run_of(row: WorkflowExecution, client: Client) -> Run | None:
