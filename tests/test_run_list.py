@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 from temporalio.client import Client
 
 from api.services.recent_runs import RecentRuns
-from api.services.runs import newest_runs
+from api.services.run_list import newest_runs
 from tests.conftest import crew, eventually, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.helpers import create_workflow, trigger, wait_for_status
@@ -110,3 +111,41 @@ async def test_early_stop_of_the_scan_keeps_the_answer_right(
     for limit in (1, 3, 5, 8, 20):
         runs = await newest_runs(temporal, workflow["id"], limit, skew=timedelta(0))
         assert [r.id for r in runs] == list(reversed(triggered))[:limit]
+
+
+def first_input(text: str) -> Callable[[dict[str, Any]], bool]:
+    """A fake reply rule: the request whose first message is `text`."""
+    return lambda request: bool(request["messages"][0]["content"] == text)
+
+
+async def test_the_second_listing_finds_the_newest_when_the_first_page_cannot(
+    api: httpx.AsyncClient, worker: Any, temporal: Client, fake_anthropic: FakeAnthropic
+) -> None:
+    """The oldest runs finish last, so the first page (by close time) holds only them
+    and cannot rule the rest out: the list must read the runs created since its last
+    place (or, with the ranking not yet full, all of them). Pages of 4 stand in for a
+    crew of hundreds."""
+    tag = unique_tag()
+    release = threading.Event()
+    workflow = await create_workflow(api, crew("solo"))
+    try:
+        for i in range(4):
+            fake_anthropic.reply_text("late", hold=release, when=first_input(f"{tag} slow {i}"))
+        slow = [(await trigger(api, workflow["id"], f"{tag} slow {i}"))["id"]
+                for i in range(4)]
+        fast = [(await trigger(api, workflow["id"], f"{tag} fast {i}"))["id"]
+                for i in range(8)]
+
+        async def fast_done() -> bool:
+            runs = (await api.get(f"/v1/workflows/{workflow['id']}/runs")).json()["data"]
+            return sum(r["status"] == "completed" for r in runs) == 8
+
+        await eventually(fast_done, within=60)
+    finally:
+        release.set()
+    await eventually(lambda: all_finished(api, workflow["id"], 12), within=60)
+    newest_first = list(reversed(slow + fast))
+    for limit in (1, 3, 4, 6, 12):
+        runs = await newest_runs(temporal, workflow["id"], limit,
+                                 skew=timedelta(hours=1), page_size=4)
+        assert [r.id for r in runs] == newest_first[:limit], limit

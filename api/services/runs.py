@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
+from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -19,17 +18,17 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
 from api.services.recent_runs import RecentRuns
+from api.services.run_list import settled_newest_runs
 from api.services.run_retry import reset_point, reset_to
 from api.services.run_truth import reconcile
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
-    decode_or_skip,
     describe_or_none,
     start_once,
 )
 from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
-from core.run_memo import RUN_KEY, run_from_memo, run_memo
+from core.run_memo import run_from_memo, run_memo
 from core.settings import Settings
 from core.temporal import SA_CREATED_AT, SA_CREW, SA_STATUS, SA_WORKFLOW_ID
 from core.timefmt import truncate_to_millis
@@ -53,17 +52,9 @@ from workflows.run import (
     CrewRunWorkflow,
 )
 
-LIST_LIMIT = 50
 # A cancel answers once the run has ended, which an idle worker makes happen in
 # milliseconds; without a worker it answers after this with the run as it stands.
 CANCEL_WAIT_SECONDS = 5.0
-# Most lists end within the first page: the 50 newest and the few that closed near them.
-LIST_PAGE_SIZE = 100
-# Creation times come from the API's clock, close times from Temporal's; allow this much
-# skew between them when deciding that no older-closing run can be among the newest.
-# Every row read within it costs the list, so it is seconds, not minutes: hosts whose
-# clocks differ by more than this (no NTP) may see a run out of place in the list.
-CLOCK_SKEW = timedelta(seconds=5)
 
 
 class Runs:
@@ -270,71 +261,3 @@ def _same_request(run: Run, request: TriggerRequest) -> Run:
             "send a new key for a new run."
         )
     return run
-
-
-async def settled_newest_runs(client: Client, recent: RecentRuns, workflow_id: str) -> list[Run]:
-    """The list, once it shows every run this process started for the crew."""
-    await recent.settle(client, workflow_id)
-    return await newest_runs(client, workflow_id, LIST_LIMIT)
-
-
-async def newest_runs(
-    client: Client, workflow_id: str, limit: int, *, skew: timedelta = CLOCK_SKEW
-) -> list[Run]:
-    """The `limit` newest runs by creation time, from one visibility listing.
-
-    SQL visibility cannot sort (no ORDER BY on SQLite); it returns open executions first,
-    then closed ones by close time, newest first. Rows are ranked by their creation time
-    (the `LoopLlamaCreatedAt` search attribute, read without decoding the memo), and only
-    the winners' memos are decoded. A run closes after it is created, so once the listing
-    reaches runs that closed more than `skew` before the `limit`-th newest creation
-    time, nothing newer can follow and the scan stops, usually within the first page.
-    Should a server ever list in another order, the scan notices and reads everything.
-    """
-    newest: list[tuple[datetime, str]] = []  # a min-heap of the best (created_at, id)
-    latest: dict[str, WorkflowExecution] = {}  # a retried run is several executions
-    last_close: datetime | None = None
-    order_holds = True
-    query = f"WorkflowType = '{RUN_WORKFLOW_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
-    async for row in client.list_workflows(query, page_size=LIST_PAGE_SIZE):
-        close = row.close_time
-        if close is not None:
-            if last_close is not None and close > last_close:
-                order_holds = False
-            last_close = close
-            if order_holds and len(newest) >= limit and close < newest[0][0] - skew:
-                break
-        created = row.typed_search_attributes.get(SA_CREATED_AT)
-        if created is None:
-            continue  # not a run this API started
-        seen = latest.get(row.id)
-        if seen is not None:
-            # A retry (a reset) leaves the run's earlier executions listed too; the run
-            # is its latest execution, and already has its place in the heap.
-            if row.start_time > seen.start_time:
-                latest[row.id] = row
-            continue
-        latest[row.id] = row
-        entry = (created, row.id)
-        if len(newest) < limit:
-            heapq.heappush(newest, entry)
-        elif entry > newest[0]:
-            heapq.heapreplace(newest, entry)
-    ranked = [latest[run_id] for _, run_id in sorted(newest, reverse=True)]
-    runs = await asyncio.gather(*(_run_of(row, client) for row in ranked))
-    return [run for run in runs if run is not None]
-
-
-async def _run_of(row: WorkflowExecution, client: Client) -> Run | None:
-    # Decode the header alone: list items have no steps, and the step entries are most
-    # of a long run's memo.
-    payload = row.raw_info.memo.fields.get(RUN_KEY)
-    if payload is None:
-        return None
-    header = await decode_or_skip(client, payload, row.id)
-    if header is None:
-        return None
-    run = run_from_memo({RUN_KEY: header}, with_steps=False)
-    if run is None:
-        return None
-    return await reconcile(client, run, row.status, row.close_time, row.run_id)
