@@ -99,6 +99,11 @@ def test_recent_runs_forget_what_is_listed_and_what_is_old() -> None:
     assert recent.pending("ckvaA") == ["ckrun2"] and recent.pending("ckvaB") == ["ckrun3"]
     now[0] += 2.0
     assert recent.pending("ckvaA") == [] and recent.pending("ckvaB") == []
+    # Crews nobody lists: every new note sweeps out the expired ones.
+    for i in range(1000):
+        now[0] += 0.01
+        recent.started(f"ckva{i}", f"ckrun{i}")
+    assert len(recent) == 200
 
 
 async def test_early_stop_of_the_scan_keeps_the_answer_right(

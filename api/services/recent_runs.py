@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 from temporalio.client import Client
@@ -27,7 +28,8 @@ class RecentRuns:
     """Per crew, the runs started here in the last `horizon` seconds not yet seen listed.
 
     Past `horizon` a run is listed (or visibility is so far behind that waiting longer in
-    a request would not help), so notes expire without a query.
+    a request would not help), so notes expire without a query, and every new note
+    sweeps out the expired ones: the notes never outgrow `horizon` seconds of triggers.
     """
 
     def __init__(self, horizon: float = VISIBILITY_WAIT_SECONDS,
@@ -35,10 +37,20 @@ class RecentRuns:
         self._horizon = horizon
         self._clock = clock
         self._pending: dict[str, dict[str, float]] = {}
+        self._expiry: deque[tuple[float, str, str]] = deque()  # in order of deadline
+
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self._pending.values())
 
     def started(self, crew_id: str, run_id: str) -> None:
         """Note a run of `crew_id` that this process has just started."""
-        self._pending.setdefault(crew_id, {})[run_id] = self._clock() + self._horizon
+        now = self._clock()
+        while self._expiry and self._expiry[0][0] <= now:
+            _, old_crew, old_run = self._expiry.popleft()
+            self.listed(old_crew, [old_run])
+        deadline = now + self._horizon
+        self._pending.setdefault(crew_id, {})[run_id] = deadline
+        self._expiry.append((deadline, crew_id, run_id))
 
     def pending(self, crew_id: str) -> list[str]:
         """The runs of `crew_id` that may not be listed yet (expired notes dropped)."""
