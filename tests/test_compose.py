@@ -376,3 +376,20 @@ def test_two_api_and_two_worker_replicas() -> None:
     for name in ("api", "worker"):
         assert service(name)["deploy"]["replicas"] == 2, name
     assert "8000-8001:8000" in service("api")["ports"]
+
+
+def test_bind_mounts_name_files_in_the_repository() -> None:
+    """`./path:/container/path` mounts (Temporal's dynamic config) point at real files,
+    and Temporal is told to read the one mounted for it."""
+    mounted: dict[str, str] = {}
+    for name, svc in services().items():
+        for volume in svc.get("volumes") or []:
+            source, _, target = str(volume).partition(":")
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
+                mounted[target.split(":")[0]] = source
+    dynamic = environment(service("temporal"))["DYNAMIC_CONFIG_FILE_PATH"]
+    config_file = mounted.get(f"/etc/temporal/{dynamic}")
+    assert config_file is not None, f"{dynamic} is not mounted into the temporal service"
+    config = yaml.safe_load((ROOT / config_file).read_text(encoding="utf-8"))
+    assert config["system.enableActivityEagerExecution"] == [{"value": True}]
