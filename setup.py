@@ -23,7 +23,8 @@ SERVER_REQUIRES = [
     "uvicorn>=0.30",
     "pydantic>=2.7",
     # The version the tests run; errors are classified by HTTP status (activities/).
-    "anthropic>=2.14",
+    # aiohttp: the model client's transport (activities/registry.py).
+    "anthropic[aiohttp]>=2.14",
     "httpx>=0.27",
     "pyyaml>=6",
     # Validates tool inputs against their JSON schemas before a tool runs.

@@ -27,12 +27,14 @@ def build_worker(client: Client, settings: Settings, *, task_queue: str | None =
 
     With `tracing` (core/tracing.py), workflows and activities continue the caller's trace.
     """
+    activities = build_activities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         workflow_runner=workflow_runner(),
-        activities=build_activities(settings),
+        activities=activities.activities,
+        plugins=[activities.plugin()],
         interceptors=[
             # StepContext first (outermost), so every log line of a tool call has its step.
             StepContext(), ExpectedFailures(), RunFinishes(RUN_WORKFLOW_TYPE),
@@ -58,8 +60,10 @@ def build_model_workers(client: Client, settings: Settings) -> list[Worker]:
     for name, per_second in settings.model_rate_limits:
         queue = settings.model_task_queue(name)
         assert queue is not None
+        activities = model_activities(settings)
         workers.append(Worker(
-            client, task_queue=queue, activities=model_activities(settings),
+            client, task_queue=queue, activities=activities.activities,
+            plugins=[activities.plugin()],
             max_task_queue_activities_per_second=per_second,
             max_activities_per_second=per_second,
             interceptors=[ExpectedFailures()],

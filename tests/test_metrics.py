@@ -237,9 +237,11 @@ async def test_finished_runs_are_counted_once_however_often_they_replay(
         metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
     client = await connect(dev_server.address, settings.temporal_namespace,
                            blob_dir=settings.blob_dir, runtime=runtime)
+    activities = build_activities(settings)
     worker = Worker(
         client, task_queue=settings.temporal_task_queue, workflows=list(WORKFLOWS),
-        workflow_runner=workflow_runner(), activities=build_activities(settings),
+        workflow_runner=workflow_runner(), activities=activities.activities,
+        plugins=[activities.plugin()],
         interceptors=[RunFinishes(RUN_WORKFLOW_TYPE)], max_cached_workflows=0,
     )
     async with worker:
