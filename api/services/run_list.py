@@ -6,7 +6,11 @@ closed ones by close time, newest first. So the list ranks rows itself, by the
 converter call. Rows stay raw protos: the SDK's row objects decode every search
 attribute of every row, which cost more than the listing itself.
 
-It reads at most two bounded listings, however many runs the crew has:
+Temporal sorts every row a query matches to page through them, so a query over a crew
+with thousands of runs costs in proportion to all of them. The list therefore asks for
+runs created in the last minute first, then the last hour, day, 30 days, and only then
+for all: once `limit` runs were created within a window, no run created before it can
+place. Within a window it reads at most two bounded listings:
 
 1. the first page. A run closes after it is created, so once the listing reaches runs
    that closed more than `skew` before the `limit`-th newest creation time, nothing newer
@@ -43,6 +47,10 @@ LIST_PAGE_SIZE = 100
 # skew between them when deciding that no older-closing run can be among the newest.
 # Hosts whose clocks differ by more (no NTP) may see a run out of place in the list.
 CLOCK_SKEW = timedelta(seconds=5)
+# The creation-time windows asked for in turn (None: all of the crew's runs).
+WINDOWS: tuple[timedelta | None, ...] = (
+    timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(days=30), None,
+)
 
 
 class _Ranking:
@@ -118,21 +126,37 @@ async def _pages(client: Client, query: str, page_size: int) -> AsyncIterator[
 async def newest_runs(
     client: Client, workflow_id: str, limit: int = LIST_LIMIT, *,
     skew: timedelta = CLOCK_SKEW, page_size: int = LIST_PAGE_SIZE,
+    windows: Sequence[timedelta | None] = WINDOWS,
 ) -> list[Run]:
     """The `limit` newest runs of crew `workflow_id` by creation time, newest first."""
-    base = f"WorkflowType = '{RUN_WORKFLOW_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
+    crew = f"WorkflowType = '{RUN_WORKFLOW_TYPE}' AND {SA_WORKFLOW_ID.name} = '{workflow_id}'"
     ranking = _Ranking(limit)
-    first, more = await anext(_pages(client, base, page_size))
-    if not _ranked_to_the_end(first, ranking, skew) and more:
-        threshold = ranking.threshold
-        # With the ranking full, only runs created since its last place can still place;
-        # otherwise (a page smaller than the limit) every run is a candidate.
-        query = base if threshold is None else (
-            f"{base} AND {SA_CREATED_AT.name} >= '{format_timestamp(threshold)}'")
-        async for page, _ in _pages(client, query, page_size):
-            for row in page:
-                ranking.offer(row)
+    now = datetime.now(UTC)
+    for window in windows:
+        since = crew if window is None else _created_since(crew, now - window)
+        await _rank(client, since, ranking, skew, page_size)
+        if ranking.threshold is not None:
+            break  # `limit` runs created within the window: none before it can place
     return await _decoded(client, ranking.winners())
+
+
+def _created_since(query: str, moment: datetime) -> str:
+    return f"{query} AND {SA_CREATED_AT.name} >= '{format_timestamp(moment)}'"
+
+
+async def _rank(client: Client, query: str, ranking: _Ranking, skew: timedelta,
+                page_size: int) -> None:
+    """Offer the rows of `query` that can still place (see the module doc)."""
+    first, more = await anext(_pages(client, query, page_size))
+    if _ranked_to_the_end(first, ranking, skew) or not more:
+        return
+    threshold = ranking.threshold
+    # With the ranking full, only runs created since its last place can still place;
+    # otherwise (a page smaller than the limit) every run is a candidate.
+    rest = query if threshold is None else _created_since(query, threshold)
+    async for page, _ in _pages(client, rest, page_size):
+        for row in page:
+            ranking.offer(row)
 
 
 def _ranked_to_the_end(page: Sequence[WorkflowExecutionInfo], ranking: _Ranking,
