@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from bench.bench_runs import CLAUDE_MODEL
+from bench.processes import trigger_all
 from bench.stack import loopllama_stack
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, text_reply
 
@@ -76,10 +77,7 @@ async def run(runs: int, seconds: float, max_activities: int) -> None:
                                                   "instructions": uuid.uuid4().hex}],
                     })).json()["data"]["id"]
                     rss_before = rss_bytes(stack.worker.pid)
-                    answers = await asyncio.gather(*(
-                        http.post(f"/v1/workflows/{workflow}/runs", json={"input": f"r{i}"})
-                        for i in range(runs)))
-                    pending = {a.json()["data"]["id"] for a in answers}
+                    pending = set(await trigger_all(http, [workflow] * runs, parallel=64))
                     # Wait until calls stop arriving (or every run has one).
                     held_calls, quiet_since = 0, time.monotonic()
                     while time.monotonic() - quiet_since < 3 and held_calls < runs:

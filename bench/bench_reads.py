@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from bench.bench_runs import REPLY_TEXT, crew
-from bench.processes import median_ms, pct_ms, sync_http
+from bench.processes import median_ms, pct_ms, sync_http, trigger_all
 from bench.stack import Stack, loopllama_stack
 from core.temporal import connect
 from tests.fakes.anthropic_server import FakeAnthropic, text_reply
@@ -59,26 +59,6 @@ async def create(http: httpx.AsyncClient, name: str, agents: list[dict[str, Any]
     response = await http.post("/v1/workflows", json={"name": name, "crew": agents})
     response.raise_for_status()
     return str(response.json()["data"]["id"])
-
-
-async def trigger_all(http: httpx.AsyncClient, targets: list[str], parallel: int = 32) -> list[str]:
-    """Trigger one run per entry of `targets` (crew ids), `parallel` POSTs at a time."""
-    gate = asyncio.Semaphore(parallel)
-
-    async def one(i: int, crew_id: str) -> str:
-        async with gate:
-            for attempt in range(5):
-                try:
-                    response = await http.post(f"/v1/workflows/{crew_id}/runs",
-                                               json={"input": f"run {i}"})
-                    response.raise_for_status()
-                    return str(response.json()["data"]["id"])
-                except httpx.TransportError:
-                    # A keep-alive connection the server closed as we reused it.
-                    await asyncio.sleep(0.1 * (attempt + 1))
-            raise RuntimeError("trigger kept failing")
-
-    return await asyncio.gather(*(one(i, c) for i, c in enumerate(targets)))
 
 
 async def wait_all_closed(stack: Stack, tmp: Path, within: float) -> int:

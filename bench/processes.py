@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,30 @@ def plan_main(doc: str | None, run: Callable[[Any], Coroutine[Any, Any, None]], 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(quick if args.quick else full))
     return 0
+
+
+async def trigger_all(http: httpx.AsyncClient, crews: list[str], parallel: int = 32,
+                      tag: str = "") -> list[str]:
+    """Trigger one run per entry of `crews` (crew ids), `parallel` POSTs at a time.
+
+    Each trigger carries an Idempotency-Key, so one that failed in transit (a keep-alive
+    connection the server closed just as it was reused) is sent again without starting a
+    second run.
+    """
+    gate = asyncio.Semaphore(parallel)
+    tag = tag or uuid.uuid4().hex[:8]
+
+    async def one(i: int, crew_id: str) -> str:
+        async with gate:
+            for attempt in range(5):
+                try:
+                    response = await http.post(
+                        f"/v1/workflows/{crew_id}/runs", json={"input": f"run {i}"},
+                        headers={"Idempotency-Key": f"bench-{tag}-{i}"})
+                    response.raise_for_status()
+                    return str(response.json()["data"]["id"])
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            raise RuntimeError(f"trigger {i} kept failing in transit")
+
+    return await asyncio.gather(*(one(i, crew_id) for i, crew_id in enumerate(crews)))
