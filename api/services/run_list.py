@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.workflow.v1 import WorkflowExecutionInfo
@@ -107,20 +107,15 @@ def _close_time(row: WorkflowExecutionInfo) -> datetime | None:
     return row.close_time.ToDatetime(tzinfo=UTC) if row.HasField("close_time") else None
 
 
-async def _pages(client: Client, query: str, page_size: int) -> AsyncIterator[
-        tuple[Sequence[WorkflowExecutionInfo], bool]]:
-    """Each page of the listing, and whether another follows."""
-    token = b""
-    while True:
-        response = await client.workflow_service.list_workflow_executions(
-            ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=page_size,
-                                          next_page_token=token, query=query),
-            retry=True,
-        )
-        token = response.next_page_token
-        yield response.executions, bool(token)
-        if not token:
-            return
+async def _page(client: Client, query: str, page_size: int, token: bytes = b"") -> tuple[
+        Sequence[WorkflowExecutionInfo], bytes]:
+    """One page of the listing, and the token of the next (empty after the last)."""
+    response = await client.workflow_service.list_workflow_executions(
+        ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=page_size,
+                                      next_page_token=token, query=query),
+        retry=True,
+    )
+    return response.executions, response.next_page_token
 
 
 async def newest_runs(
@@ -147,16 +142,20 @@ def _created_since(query: str, moment: datetime) -> str:
 async def _rank(client: Client, query: str, ranking: _Ranking, skew: timedelta,
                 page_size: int) -> None:
     """Offer the rows of `query` that can still place (see the module doc)."""
-    first, more = await anext(_pages(client, query, page_size))
-    if _ranked_to_the_end(first, ranking, skew) or not more:
+    first, token = await _page(client, query, page_size)
+    if _ranked_to_the_end(first, ranking, skew) or not token:
         return
     threshold = ranking.threshold
     # With the ranking full, only runs created since its last place can still place;
     # otherwise (a page smaller than the limit) every run is a candidate.
     rest = query if threshold is None else _created_since(query, threshold)
-    async for page, _ in _pages(client, rest, page_size):
+    page, token = await _page(client, rest, page_size)
+    while True:
         for row in page:
             ranking.offer(row)
+        if not token:
+            return
+        page, token = await _page(client, rest, page_size, token)
 
 
 def _ranked_to_the_end(page: Sequence[WorkflowExecutionInfo], ranking: _Ranking,
