@@ -8,11 +8,11 @@ attribute of every row, which cost more than the listing itself.
 
 It reads at most two bounded listings, however many runs the crew has:
 
-1. the first pages (`PLAIN_PAGES`). A run closes after it is created, so once the
-   listing reaches runs that closed more than `skew` before the `limit`-th newest
-   creation time, nothing newer can follow: in steady traffic the scan ends here;
-2. otherwise (runs that finished close together, e.g. a big burst), the runs created at
-   or after the `limit`-th newest creation time seen so far: only those can still place.
+1. the first page. A run closes after it is created, so once the listing reaches runs
+   that closed more than `skew` before the `limit`-th newest creation time, nothing newer
+   can follow: in steady traffic the scan ends here;
+2. otherwise (runs that finished close together, e.g. a burst), the runs created at or
+   after the `limit`-th newest creation time seen so far: only those can still place.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import heapq
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.workflow.v1 import WorkflowExecutionInfo
@@ -40,10 +39,6 @@ from workflows.run import RUN_WORKFLOW_TYPE
 LIST_LIMIT = 50
 # Enough for the 50 newest and the runs that closed near them, in one page.
 LIST_PAGE_SIZE = 100
-# Pages read in the crew's own order (Temporal's index of the crew by close time, so a
-# page costs its rows) before asking by creation time instead (a range that Temporal may
-# answer by sorting every recent run of the namespace).
-PLAIN_PAGES = 2
 # Creation times come from the API's clock, close times from Temporal's; allow this much
 # skew between them when deciding that no older-closing run can be among the newest.
 # Every row closed within it of the 50th place must be read (~0.25 ms of Temporal's time
@@ -135,13 +130,9 @@ def _created_since(query: str, moment: datetime) -> str:
 async def _rank(client: Client, query: str, ranking: _Ranking, skew: timedelta,
                 page_size: int) -> None:
     """Offer the rows of `query` that can still place (see the module doc)."""
-    order = _CloseOrder()
-    page, token = await _page(client, query, page_size)
-    for pages in range(1, PLAIN_PAGES + 1):
-        if _ranked_to_the_end(page, ranking, skew, order) or not token:
-            return
-        if pages < PLAIN_PAGES:
-            page, token = await _page(client, query, page_size, token)
+    first, token = await _page(client, query, page_size)
+    if _ranked_to_the_end(first, ranking, skew) or not token:
+        return
     threshold = ranking.threshold
     # With the ranking full, only runs created since its last place can still place;
     # otherwise (a page smaller than the limit) every run is a candidate.
@@ -155,26 +146,19 @@ async def _rank(client: Client, query: str, ranking: _Ranking, skew: timedelta,
         page, token = await _page(client, rest, page_size, token)
 
 
-@dataclass
-class _CloseOrder:
-    """Whether the listing so far came in SQL visibility's order (closed runs by close
-    time, newest first), and the last close time seen."""
-
-    last_close: datetime | None = None
-    holds: bool = True
-
-
 def _ranked_to_the_end(page: Sequence[WorkflowExecutionInfo], ranking: _Ranking,
-                       skew: timedelta, order: _CloseOrder) -> bool:
-    """Rank a page; True when nothing after it can place (see the module doc)."""
+                       skew: timedelta) -> bool:
+    """Rank a first page; True when nothing after it can place (see the module doc)."""
+    last_close: datetime | None = None
     for row in page:
         close = _close_time(row)
         if close is not None:
-            if order.last_close is not None and close > order.last_close:
-                order.holds = False  # not the order SQL visibility lists in
-            order.last_close = close
+            if last_close is not None and close > last_close:
+                # Not the order SQL visibility lists in: no early stop is safe.
+                return False
+            last_close = close
             threshold = ranking.threshold
-            if order.holds and threshold is not None and close < threshold - skew:
+            if threshold is not None and close < threshold - skew:
                 return True
         ranking.offer(row)
     return False
