@@ -101,7 +101,7 @@ class Definitions:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         ))
-        await wait_until_listed(self._client, definition.id)
+        await wait_until_listed(self._client, [definition.id])
         if idempotency_key is None:
             return definition
         created = await self._find(definition.id)

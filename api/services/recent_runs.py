@@ -13,15 +13,13 @@ trigger may miss the run for those milliseconds (README, "Running in production"
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
 
 from temporalio.client import Client
-from temporalio.service import RPCError
 
-from api.services.temporal_calls import VISIBILITY_WAIT_SECONDS
+from api.services.temporal_calls import VISIBILITY_WAIT_SECONDS, wait_until_listed
 
 
 class RecentRuns:
@@ -75,17 +73,11 @@ class RecentRuns:
 
     async def settle(self, client: Client, crew_id: str) -> None:
         """Return once list queries show every run of `crew_id` noted here, or once the
-        notes expire. One count query per try, however many runs are pending."""
-        delay = 0.005
-        while run_ids := self.pending(crew_id):
-            quoted = ", ".join(f"'{run_id}'" for run_id in run_ids)
-            try:
-                found = await client.count_workflows(f"WorkflowId IN ({quoted})")
-            except RPCError:
-                # The list itself will report Temporal's trouble; don't hold it up here.
-                return
-            if found.count >= len(run_ids):
-                self.listed(crew_id, run_ids)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        notes expire. One count query per look, however many runs are pending."""
+        run_ids = self.pending(crew_id)
+        if not run_ids:
+            return
+        last_deadline = max(self._pending[crew_id].values())
+        if await wait_until_listed(client, run_ids, within=last_deadline - self._clock(),
+                                   first_look=0):
+            self.listed(crew_id, run_ids)

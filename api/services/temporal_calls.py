@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -62,26 +62,33 @@ def is_running(description: WorkflowExecutionDescription) -> bool:
     return description.status == WorkflowExecutionStatus.RUNNING
 
 
-async def wait_until_listed(client: Client, workflow_id: str) -> None:
-    """Return once list queries include `workflow_id` (or after a short bound).
+async def wait_until_listed(
+    client: Client, workflow_ids: Sequence[str], *, within: float = VISIBILITY_WAIT_SECONDS,
+    first_look: float = 0.01,
+) -> bool:
+    """Whether list queries came to include every one of `workflow_ids` within `within`
+    seconds (one count query per look, the first after `first_look`).
 
-    Best effort: it runs after the start succeeded, so a failure here must not turn a
-    done deed into an error the caller would retry.
+    Best effort: it runs after the starts succeeded, so a failure here must not turn a
+    done deed into an error the caller would retry; it answers False instead.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + VISIBILITY_WAIT_SECONDS
+    deadline = loop.time() + within
+    quoted = ", ".join(f"'{workflow_id}'" for workflow_id in workflow_ids)
     # Visibility trails a start by ~10 ms here and a count costs the server ~5 ms of CPU:
-    # look first when it is likely there, so most creates ask once.
-    delay = 0.01
-    while loop.time() < deadline:
+    # look first when it is likely there, so most waits ask once.
+    delay = first_look
+    while True:
         await asyncio.sleep(delay)
         try:
-            found = await client.count_workflows(f"WorkflowId = '{workflow_id}'")
+            found = await client.count_workflows(f"WorkflowId IN ({quoted})")
         except RPCError:
-            return
-        if found.count:
-            return
-        delay = min(delay * 2, 0.05)
+            return False
+        if found.count >= len(workflow_ids):
+            return True
+        if loop.time() >= deadline:
+            return False
+        delay = min(max(delay * 2, 0.005), 0.05)
 
 
 async def start_once(start: Awaitable[object]) -> None:
