@@ -19,6 +19,9 @@ from activities.offline_model import offline_messages
 from activities.webhooks import WebhookSender
 from core.settings import Settings
 
+# A model call may take minutes; a model API that does not answer a connect is down.
+MODEL_TIMEOUT = anthropic.Timeout(300.0, connect=10.0)
+
 
 def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
     """One async Anthropic client per worker, or None when no key is configured."""
@@ -29,7 +32,7 @@ def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
         base_url=settings.anthropic_base_url,
         # Temporal owns retries (visible in the UI); the SDK must not retry underneath.
         max_retries=0,
-        timeout=anthropic.Timeout(300.0, connect=10.0),
+        timeout=MODEL_TIMEOUT,
         http_client=model_http_client(settings.worker_max_activities),
     )
 
@@ -50,7 +53,7 @@ def model_http_client(max_connections: int) -> httpx2.AsyncClient | None:
     return anthropic.DefaultAioHttpClient(
         # httpx2: the anthropic SDK's own fork of httpx, which its clients are typed with.
         limits=httpx2.Limits(max_connections=max(max_connections, 1)),
-        timeout=anthropic.Timeout(300.0, connect=10.0),
+        timeout=MODEL_TIMEOUT,
     )
 
 
