@@ -251,7 +251,8 @@ class Bench:
             polls += 1
             run = got.json()["data"]
             if run["status"] == "completed":
-                t2 = time.perf_counter() if follow == "poll" else t2
+                if follow == "poll":
+                    t2 = time.perf_counter()
                 return {"run": run, "post": t1 - t0, "total": t2 - t0, "wall0": wall0,
                         "wall_seen": wall0 + (t2 - t0), "polls": polls}
             if run["status"] not in ("queued", "running"):
