@@ -35,14 +35,20 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from core.contract import (
+    ANTHROPIC_MESSAGES,
+    MODEL_NOT_CONFIGURED,
+    MODEL_REJECTED,
+    MODEL_UNAVAILABLE,
+)
 from core.tracing import annotate_model_call, annotate_model_usage
 from core.types import ModelRequest, ModelResponse
 from core.worker_metrics import record_model_call
 
 # Error types the workflow (and the Temporal UI) see.
-RETRYABLE = "ModelUnavailable"
-REJECTED = "ModelRequestRejected"
-NOT_CONFIGURED = "ModelNotConfigured"
+RETRYABLE = MODEL_UNAVAILABLE
+REJECTED = MODEL_REJECTED
+NOT_CONFIGURED = MODEL_NOT_CONFIGURED
 
 _MAX_RETRY_AFTER = timedelta(minutes=5)
 
@@ -68,7 +74,7 @@ class AnthropicModel:
         self._client = client
         self._prompt_cache = prompt_cache
 
-    @activity.defn(name="anthropic_messages")
+    @activity.defn(name=ANTHROPIC_MESSAGES)
     async def call(self, request: ModelRequest) -> ModelResponse:
         """Send one Messages request; classify failures as retryable or not."""
         annotate_model_call("anthropic", request.model)

@@ -25,6 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from core.contract import SEND_EMAIL
 from core.settings import Secret
 from core.types import ToolCall, ToolResult
 
@@ -87,7 +88,7 @@ class EmailTool:
         # One context per worker; tests pass one that trusts their own certificate.
         self._tls = tls_context or (ssl.create_default_context() if smtp else None)
 
-    @activity.defn(name="send_email")
+    @activity.defn(name=SEND_EMAIL)
     async def send(self, call: ToolCall) -> ToolResult:
         """Deliver the email the agent wrote (after any approval)."""
         if self._smtp is None:

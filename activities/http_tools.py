@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from core.contract import CUSTOM_TOOL, HTTP_REQUEST
 from core.net_policy import (
     Destination,
     DestinationRefused,
@@ -129,7 +130,7 @@ class HttpTools:
         self._connect_timeout_seconds = min(connect_timeout_seconds, timeout_seconds)
         self._timeout = httpx.Timeout(timeout_seconds, connect=self._connect_timeout_seconds)
 
-    @activity.defn(name="http_request")
+    @activity.defn(name=HTTP_REQUEST)
     async def http_request(self, call: ToolCall) -> ToolResult:
         """Any method to an allow-listed host; the status and the body's start come back."""
         url = str(call.input["url"])
@@ -160,7 +161,7 @@ class HttpTools:
                        f"{', '.join(dropped)}.\n{content}")
         return ToolResult(content=content, is_error=status >= 400)
 
-    @activity.defn(name="custom_tool")
+    @activity.defn(name=CUSTOM_TOOL)
     async def custom_tool(self, call: ToolCall) -> ToolResult:
         """POST the tool input as JSON to the tool's endpoint, with an idempotency key.
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from temporalio import activity
 
+from core.contract import OFFLINE_MESSAGES
 from core.tracing import annotate_model_call, annotate_model_usage
 from core.types import ASK_HUMAN_TOOL, ModelRequest, ModelResponse
 from core.worker_metrics import record_model_call
@@ -149,7 +150,7 @@ def offline_reply(request: ModelRequest) -> ModelResponse:
     )
 
 
-@activity.defn(name="offline_messages")
+@activity.defn(name=OFFLINE_MESSAGES)
 async def offline_messages(request: ModelRequest) -> ModelResponse:
     """The offline model as an activity, so it runs where a real model call would."""
     annotate_model_call("loopllama-offline", request.model)

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.prompts import build_step_input
-from core.run_memo import RUN_KEY, step_order
+from core.prompts import input_from
+from core.run_memo import GRAPH_KEY, RUN_KEY, graph_from_memo, step_order
 from core.timefmt import format_timestamp, truncate_to_millis
 from core.types import TERMINAL_STATUSES, RunEventType, RunSummary, Step, Timestamp
 
@@ -64,8 +64,10 @@ class RunEventDeriver:
         # What the events so far have told: the run's status and pause, each step's
         # (id, completed, failed).
         self._status = "queued"
-        self._pause: str | None = None
+        self._pauses: list[str] = []
         self._told: dict[int, tuple[str, bool, bool]] = {}
+        # Each step's ancestors, for a crew that is not a chain (None: a chain).
+        self._ancestors: list[list[int]] | None = None
 
     @property
     def header(self) -> dict[str, Any]:
@@ -86,28 +88,25 @@ class RunEventDeriver:
                 self._header = value
             elif (order := step_order(key)) is not None:
                 self._steps[order] = value
+        if GRAPH_KEY in changes:
+            self._ancestors = graph_from_memo(changes)
         if not self._header:
             return []
         status = str(self._header.get("status", "queued"))
-        pending = self._header.get("pending")
-        # A pause is told by its id (older runs: by its prompt).
-        pause = str(pending.get("id") or pending.get("prompt")) if isinstance(
-            pending, dict) else None
-        moved = status != self._status or (status == "waiting_input" and pause != self._pause)
+        pauses = _open_pauses(self._header)
+        opened = [pause for pause in pauses if pause not in self._pauses]
+        closed = [pause for pause in self._pauses if pause not in pauses]
         events: list[tuple[RunEventType, dict[str, Any]]] = []
-        if moved:
-            if self._status in ("queued", *TERMINAL_STATUSES) and status != "queued":
-                # The first start, or going on again after a retry.
-                events.append(("run.started", self._run_data()))
-            elif self._status == "waiting_input":
-                events.append(("run.resumed", self._run_data()))
+        if (status != self._status and self._status in ("queued", *TERMINAL_STATUSES)
+                and status != "queued"):
+            # The first start, or going on again after a retry.
+            events.append(("run.started", self._run_data()))
+        events.extend(("run.resumed", self._run_data()) for _ in closed)
         events.extend(self._step_events())
-        if moved:
-            if status == "waiting_input":
-                events.append(("run.waiting_input", self._run_data()))
-            elif status in _TERMINAL_EVENT:
-                events.append((_TERMINAL_EVENT[status], self._run_data()))
-        self._status, self._pause = status, pause
+        events.extend(("run.waiting_input", self._run_data()) for _ in opened)
+        if status != self._status and status in _TERMINAL_EVENT:
+            events.append((_TERMINAL_EVENT[status], self._run_data()))
+        self._status, self._pauses = status, pauses
         return [self._event(kind, data, at) for kind, data in events]
 
     def close(self, run: RunSummary, at: datetime) -> list[RunEvent]:
@@ -116,7 +115,7 @@ class RunEventDeriver:
         if self.ended or run.status not in _TERMINAL_EVENT:
             return []
         self._header = run.model_dump(mode="json")
-        self._status = run.status
+        self._status, self._pauses = run.status, []
         return [self._event(_TERMINAL_EVENT[run.status], self._run_data(), at)]
 
     def _step_events(self) -> list[tuple[RunEventType, dict[str, Any]]]:
@@ -144,15 +143,25 @@ class RunEventDeriver:
         return RunSummary.model_validate(data).model_dump(mode="json")
 
     def _step_data(self, order: int) -> dict[str, Any]:
-        prior = [
-            (str(self._steps[o].get("role")), str(self._steps[o].get("output") or ""))
-            for o in sorted(self._steps) if o < order
-        ]
-        step = {**self._steps[order],
-                "input": build_step_input(str(self._header.get("input", "")), prior)}
+        outputs = {o: (str(step.get("role")), str(step.get("output") or ""))
+                   for o, step in self._steps.items()}
+        ancestors = self._ancestors[order] if self._ancestors else None
+        step = {**self._steps[order], "input": input_from(
+            str(self._header.get("input", "")), order, outputs, ancestors)}
         return Step.model_validate(step).model_dump(mode="json")
 
     def _event(self, kind: RunEventType, data: dict[str, Any], at: datetime) -> RunEvent:
         self.last_id += 1
         return RunEvent(id=self.last_id, type=kind, run_id=self.run_id,
                         created_at=truncate_to_millis(at), data=data)
+
+
+def _open_pauses(header: Mapping[str, Any]) -> list[str]:
+    """The open pauses a run header lists, each told by its id (older runs: by the
+    prompt of their one `pending`)."""
+    pauses = header.get("pauses")
+    if not isinstance(pauses, list) or not pauses:
+        pending = header.get("pending")
+        pauses = [pending] if isinstance(pending, dict) else []
+    return [str(pause.get("id") or pause.get("prompt")) for pause in pauses
+            if isinstance(pause, dict)]

@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.prompts import build_step_input
-from core.types import Run, Step
+from core.crew_graph import Parents, ancestors_of
+from core.prompts import input_from
+from core.types import Run, Step, StepProgress
 
 RUN_KEY = "run"
+# The crew's shape (each agent's parents), for crews that are not a chain.
+GRAPH_KEY = "graph"
+# In a retry's execution: the Temporal run id of the failed execution it goes on from.
+RETRY_OF_KEY = "retry_of"
+_PROGRESS_PREFIX = "progress."
 _STEP_PREFIX = "step."
 
 
@@ -32,12 +38,43 @@ def step_order(key: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def run_memo(run: Run, steps: Iterable[Step] = ()) -> dict[str, Any]:
-    """Memo entries for the run's header and the given (changed) steps."""
+def progress_key(order: int) -> str:
+    """The memo key of an unfinished step's tool loop, published when the run fails."""
+    return f"{_PROGRESS_PREFIX}{order:04d}"
+
+
+def progress_from_memo(memo: Mapping[str, Any]) -> list[StepProgress]:
+    """The unfinished steps' tool loops a failed run published, by step order."""
+    return [StepProgress.model_validate(value) for key, value in sorted(memo.items())
+            if key.startswith(_PROGRESS_PREFIX) and isinstance(value, dict)]
+
+
+def run_memo(run: Run, steps: Iterable[Step] = (), graph: Parents | None = None
+             ) -> dict[str, Any]:
+    """Memo entries for the run's header and the given (changed) steps; with `graph`
+    (each agent's parents, written once for crews that are not a chain), the crew's
+    shape, which readers need to rebuild step inputs."""
     memo: dict[str, Any] = {RUN_KEY: run.model_dump(mode="json", exclude={"steps"})}
     for step in steps:
         memo[step_key(step.order)] = step.model_dump(mode="json", exclude={"input"})
+    if graph is not None:
+        memo[GRAPH_KEY] = graph
     return memo
+
+
+def graph_from_memo(memo: Mapping[str, Any]) -> Parents | None:
+    """Each agent's ancestors, for a crew that is not a chain; None for a chain."""
+    graph = memo.get(GRAPH_KEY)
+    if not isinstance(graph, list):
+        return None
+    parents = [[int(p) for p in entry] if isinstance(entry, list) else [] for entry in graph]
+    return ancestors_of(parents)
+
+
+def started_order(steps: Iterable[Step]) -> list[Step]:
+    """Steps in the order they started; steps that started together by crew position."""
+    return sorted(steps, key=lambda step: (step.started_at is None, step.started_at or 0,
+                                           step.order))
 
 
 def run_from_memo(memo: Mapping[str, Any], *, with_steps: bool = True) -> Run | None:
@@ -45,17 +82,18 @@ def run_from_memo(memo: Mapping[str, Any], *, with_steps: bool = True) -> Run | 
     header = memo.get(RUN_KEY)
     if not isinstance(header, dict):
         return None
-    if not with_steps:
-        return Run.model_validate(header)
-    stored = sorted(
-        (value for key, value in memo.items() if key.startswith(_STEP_PREFIX)),
-        key=lambda step: int(step["order"]),
-    )
     run = Run.model_validate(header)
-    prior: list[tuple[str, str]] = []
-    for data in stored:
-        run.steps.append(Step.model_validate(
-            {**data, "input": build_step_input(run.input, prior)}
-        ))
-        prior.append((str(data["role"]), str(data.get("output") or "")))
+    if not with_steps:
+        return run
+    stored = {order: value for key, value in memo.items()
+              if (order := step_order(key)) is not None and isinstance(value, dict)}
+    ancestors = graph_from_memo(memo)
+    outputs = {order: (str(data.get("role")), str(data.get("output") or ""))
+               for order, data in stored.items()}
+    steps = [
+        Step.model_validate({**data, "input": input_from(
+            run.input, order, outputs, ancestors[order] if ancestors else None)})
+        for order, data in stored.items()
+    ]
+    run.steps = started_order(steps)
     return run

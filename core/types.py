@@ -26,6 +26,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from core.crew_graph import after_problem
 from core.timefmt import format_timestamp
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, when_used="json")]
@@ -35,7 +36,10 @@ OFFLINE_MODEL = "loopllama-offline"
 ASK_HUMAN_TOOL = "ask_human"
 BUILTIN_TOOLS = ("send_email", "http_request")
 
-MAX_AGENTS = 20
+MAX_AGENTS = 100
+# How many agents of one run may work at once (a workflow's `max_parallel`).
+DEFAULT_MAX_PARALLEL = 8
+MAX_PARALLEL = 64
 MAX_WEBHOOKS = 5
 MAX_INSTRUCTIONS = 32_000
 MAX_RUN_INPUT = 16_000
@@ -79,6 +83,9 @@ class Agent(_Strict):
     tools: list[str] = Field(default_factory=list, max_length=64)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=64_000)
     max_tool_rounds: int = Field(default=DEFAULT_MAX_TOOL_ROUNDS, ge=1, le=100)
+    # The earlier agents (by role) whose outputs this one needs. None: the agent just
+    # before it (a chain, the reference's crew); []: none, it starts from the run input.
+    after: list[str] | None = Field(default=None, max_length=MAX_AGENTS)
 
     @field_validator("model")
     @classmethod
@@ -204,6 +211,7 @@ class WorkflowSpec(_Strict):
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list, max_length=32)
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
+    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -211,6 +219,9 @@ class WorkflowSpec(_Strict):
         duplicates = sorted({r for r in roles if roles.count(r) > 1})
         if duplicates:
             raise ValueError(f"crew roles must be unique; repeated: {', '.join(duplicates)}")
+        graph_problem = after_problem(self.crew)
+        if graph_problem is not None:
+            raise ValueError(graph_problem)
         custom = [tool.name for tool in self.tools]
         if len(set(custom)) != len(custom):
             raise ValueError("tools: each custom tool needs its own name")
@@ -246,6 +257,7 @@ class WorkflowPatch(_Strict):
     human_in_the_loop: HumanInTheLoop | None = None
     tools: list[CustomTool] | None = Field(default=None, max_length=32)
     webhooks: list[Webhook] | None = Field(default=None, max_length=MAX_WEBHOOKS)
+    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -255,7 +267,7 @@ class WorkflowPatch(_Strict):
         if not self.model_fields_set:
             raise ValueError(
                 "send at least one of: name, description, crew, human_in_the_loop, tools, "
-                "webhooks"
+                "webhooks, max_parallel"
             )
         return self
 
@@ -284,6 +296,7 @@ class AgentConfig(_Stored):
     tools: list[str] = Field(default_factory=list)
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
+    after: list[str] | None = None
 
 
 class CustomToolConfig(_Stored):
@@ -321,6 +334,7 @@ class Workflow(_Stored):
     human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
     tools: list[CustomToolConfig] = Field(default_factory=list)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    max_parallel: int = DEFAULT_MAX_PARALLEL
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -338,6 +352,7 @@ class DefinitionChange(_Stored):
     human_in_the_loop: HumanInTheLoopConfig | None = None
     tools: list[CustomToolConfig] | None = None
     webhooks: list[WebhookConfig] | None = None
+    max_parallel: int | None = None
 
     @model_serializer(mode="wrap")
     def _only_fields_sent(self, handler: Any) -> dict[str, Any]:
@@ -366,6 +381,39 @@ class Pending(BaseModel):
     # `pause_id`, so a late or repeated answer cannot land on a later pause). None only
     # in memos written before pause ids existed.
     id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    # The step (and its agent's role) that paused: several branches of a crew can wait
+    # at once. None only in memos written before crew graphs.
+    step_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    role: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    def as_pending(self) -> Pending:
+        """This pause as the run's `pending`: the reference's shape (and its `id`)."""
+        return self.model_copy(update={"step_id": None, "role": None})
+
+
+USAGE_FIELDS = ("tokens_in", "tokens_out", "tokens_in_cached", "tokens_in_cache_write")
+
+
+class Usage(BaseModel):
+    """Tokens of one model call, or of several added up."""
+
+    # Every input token the model read: uncached + written to the cache + read from it.
+    tokens_in: int = 0
+    tokens_out: int = 0
+    # The parts of tokens_in read from / written to the prompt cache.
+    tokens_in_cached: int = 0
+    tokens_in_cache_write: int = 0
+
+    @classmethod
+    def of(cls, counter: BaseModel) -> Usage:
+        """The tokens a step or a run has counted."""
+        return cls(**{name: getattr(counter, name) for name in USAGE_FIELDS})
+
+    def add_to(self, *counters: BaseModel) -> None:
+        """Add these tokens to each counter (a step, a run, another `Usage`)."""
+        for counter in counters:
+            for name in USAGE_FIELDS:
+                setattr(counter, name, getattr(counter, name) + getattr(self, name))
 
 
 class Step(BaseModel):
@@ -405,6 +453,9 @@ class RunSummary(BaseModel):
     finished_at: Timestamp | None = None
     created_at: Timestamp
     pending: Pending | None = None
+    # An extension: every open pause, oldest first, each with the step and role that
+    # paused (`pending` is the first of them, in the reference's shape).
+    pauses: list[Pending] = Field(default_factory=list)
 
 
 class Run(RunSummary):
@@ -447,13 +498,22 @@ class Answer(_Stored):
     pause_id: str | None = None
 
 
-def stale_answer(pending: Pending, answer: Answer) -> str | None:
-    """Why `answer` is for another pause than `pending` (a 409), or None."""
-    if answer.pause_id is None or answer.pause_id == pending.id:
-        return None
+def answered_pause(pauses: list[Pending], answer: Answer) -> Pending | None:
+    """The open pause `answer` is for: the one its `pause_id` names, else the oldest.
+
+    None when that pause is not open (answered already, or never was).
+    """
+    if answer.pause_id is None:
+        return pauses[0] if pauses else None
+    return next((pause for pause in pauses if pause.id == answer.pause_id), None)
+
+
+def stale_answer(pauses: list[Pending], answer: Answer) -> str:
+    """What to say (a 409) when the pause `answer` names is not open."""
+    open_ids = ", ".join(repr(pause.id) for pause in pauses)
     return (
-        f"That pause was already answered: pause_id {answer.pause_id!r} is not the run's "
-        f"current pause ({pending.id!r}). GET the run to see what it waits for now."
+        f"That pause was already answered: pause_id {answer.pause_id!r} is not one of the "
+        f"run's open pauses ({open_ids}). GET the run to see what it waits for now."
     )
 
 
@@ -490,6 +550,47 @@ class RunInput(_Stored):
     webhook_secret_version: int = 0
     # The task queue of each rate-limited model's calls (core/settings.py).
     model_task_queues: dict[str, str] = Field(default_factory=dict)
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    # Set when this execution retries a failed one: what that one finished.
+    carried: CarriedRun | None = None
+
+
+class StepProgress(_Stored):
+    """How far an unfinished step's tool loop got: what a retry goes on from.
+
+    `messages` holds whole rounds after the step input (model answer, tool results);
+    `response` and `results` the round that was under way, when its model call had
+    answered and some of its tools (by position) had run.
+    """
+
+    order: int
+    rounds: int = 0
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    response: ModelResponse | None = None
+    results: dict[int, ToolResult] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+
+
+class CarriedRun(_Stored):
+    """What a retried run keeps from the failed execution it goes on from."""
+
+    # The Temporal run id of that execution (the run's event stream follows it back).
+    retry_of: str
+    # When the run first started; a retry goes on with it.
+    started_at: Timestamp | None = None
+    # Every step that completed, as it was published.
+    steps: list[Step] = Field(default_factory=list)
+    # The unfinished steps' tool loops, so no completed model call is paid for twice.
+    progress: list[StepProgress] = Field(default_factory=list)
+
+    def apply_to(self, run: Run) -> None:
+        """`run` as a retry starts it: every completed step kept, with its tokens."""
+        run.started_at = self.started_at
+        for step in self.steps:
+            if step.output is not None and step.error is None:
+                run.steps.append(step.model_copy())
+                Usage.of(step).add_to(run)
+        run.total_steps = len(run.steps)
 
 
 class WebhookDelivery(_Stored):
@@ -562,7 +663,7 @@ class ModelRequest(BaseModel):
 
 
 class ModelResponse(BaseModel):
-    """What a model call returns to the agent loop."""
+    """What a model call returns to the agent loop (its token fields as in `Usage`)."""
 
     content: list[dict[str, Any]]
     stop_reason: str | None = None
@@ -580,3 +681,9 @@ class ModelResponse(BaseModel):
     def tool_uses(self) -> list[dict[str, Any]]:
         """The tool_use blocks, in order."""
         return [b for b in self.content if b.get("type") == "tool_use"]
+
+    def usage(self) -> Usage:
+        """The call's tokens."""
+        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out,
+                     tokens_in_cached=self.tokens_in_cached,
+                     tokens_in_cache_write=self.tokens_in_cache_write)
