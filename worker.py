@@ -13,12 +13,12 @@ from temporalio.worker import Worker
 
 from activities.expected_failures import ExpectedFailures
 from activities.registry import build_activities, model_activities
+from core.contract import RUN_WORKFLOW_TYPE
 from core.logs import StepContext
 from core.settings import Settings
 from core.tracing import Tracing
 from core.worker_metrics import RunFinishes
 from workflows.registry import WORKFLOWS, workflow_runner
-from workflows.run import RUN_WORKFLOW_TYPE
 
 
 def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None,

@@ -32,9 +32,9 @@ import httpx
 from bench.bench_runs import REPLY_TEXT, crew
 from bench.processes import median_ms, pct_ms, sync_http, trigger_all
 from bench.stack import Stack, loopllama_stack
+from core.contract import RUN_WORKFLOW_TYPE
 from core.temporal import connect
 from tests.fakes.anthropic_server import FakeAnthropic, text_reply
-from workflows.run import RUN_WORKFLOW_TYPE
 
 CALLS = 200  # sequential calls per figure
 FILLER_CREWS = 20

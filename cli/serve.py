@@ -23,6 +23,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from api.app import create_app
+from core.contract import RUN_WORKFLOW_TYPE
 from core.devserver import DevServer, forget_address, record_address
 from core.outbox import Outbox
 from core.settings import API_KEY_FILE, WEBHOOK_KEY_FILE, Secret, Settings
@@ -36,7 +37,6 @@ from core.temporal import (
 from core.tracing import API_SERVICE, WORKER_SERVICE, tracing_for
 from core.worker_metrics import sdk_runtime
 from worker import build_model_workers, build_worker
-from workflows.run import RUN_WORKFLOW_TYPE
 
 log = logging.getLogger("loopllama")
 

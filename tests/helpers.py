@@ -22,7 +22,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RUN_KEYS = {
     "id", "workflow_id", "status", "input", "output", "error", "total_steps", "tokens_in",
     "tokens_out", "tokens_in_cached", "tokens_in_cache_write", "started_at", "finished_at",
-    "created_at", "pending",
+    "created_at", "pending", "pauses",
 }
 STEP_KEYS = {
     "id", "order", "role", "model", "input", "output", "error", "tokens_in", "tokens_out",

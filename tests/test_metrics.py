@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.registry import build_activities
 from api.app import create_app
+from core.contract import RUN_WORKFLOW_TYPE
 from core.devserver import DevServer
 from core.settings import Settings
 from core.temporal import connect
@@ -36,7 +37,6 @@ from tests.conftest import (
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.helpers import create_workflow, get_run, reaped, trigger, wait_for_status
 from workflows.registry import WORKFLOWS, workflow_runner
-from workflows.run import RUN_WORKFLOW_TYPE
 
 OFFLINE = "loopllama-offline"
 CLAUDE = "claude-sonnet-4-6"

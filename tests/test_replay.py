@@ -6,6 +6,7 @@ A failure here means a change would break runs already in flight: guard the chan
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
@@ -22,8 +24,18 @@ from workflows.registry import WORKFLOWS, workflow_runner
 
 FOLDER = Path(__file__).parent / "histories"
 HISTORIES = sorted(FOLDER.glob("*.json"))
-# The recorded runs' large payloads, which their histories reference.
-CONVERTER = data_converter(FOLDER / "blobs")
+
+
+@pytest.fixture(scope="module")
+def converter(tmp_path_factory: pytest.TempPathFactory) -> DataConverter:
+    """Reads the recorded runs' large payloads, which their histories reference.
+
+    From a copy: replaying encodes the commands the current code issues, and a memo
+    that changed shape would otherwise leave new blob files in the repository.
+    """
+    blobs = tmp_path_factory.mktemp("replay") / "blobs"
+    shutil.copytree(FOLDER / "blobs", blobs)
+    return data_converter(blobs)
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -52,8 +64,8 @@ def test_there_are_histories_to_replay() -> None:
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
-async def test_history_replays_deterministically(path: Path) -> None:
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=CONVERTER,
+async def test_history_replays_deterministically(path: Path, converter: DataConverter) -> None:
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=converter,
                         workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
@@ -69,8 +81,8 @@ class ReorderedCrewRun:
         raise AssertionError("unreachable in replay")
 
 
-async def test_an_incompatible_change_is_caught() -> None:
-    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=CONVERTER,
+async def test_an_incompatible_change_is_caught(converter: DataConverter) -> None:
+    replayer = Replayer(workflows=[ReorderedCrewRun], data_converter=converter,
                         workflow_runner=workflow_runner())
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(Path(__file__).parent / "histories" /

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The workflow modules, and LoopLlama's own modules that workflow code calls into.
 MODULES = [
     *sorted((ROOT / "workflows").glob("*.py")),
+    ROOT / "core" / "contract.py",
+    ROOT / "core" / "crew_graph.py",
     ROOT / "core" / "ids.py",
     ROOT / "core" / "prompts.py",
     ROOT / "core" / "run_memo.py",

@@ -1,0 +1,109 @@
+"""The activities a run schedules, as typed references with their options.
+
+A run names activities (core/contract.py) instead of importing them, so workflow code
+never loads the Anthropic SDK, smtplib or httpx, and each call site gets its input and
+result types checked. Timeouts and retry policies live beside the reference they govern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from core.contract import (
+        ANTHROPIC_MESSAGES,
+        CUSTOM_TOOL,
+        HTTP_REQUEST,
+        MODEL_NOT_CONFIGURED,
+        MODEL_REJECTED,
+        OFFLINE_MESSAGES,
+        SEND_EMAIL,
+    )
+    from core.types import OFFLINE_MODEL, ModelRequest, ModelResponse, ToolCall, ToolResult
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How long one call may take, how it proves it is alive, and how it is retried."""
+
+    start_to_close: timedelta
+    heartbeat: timedelta
+    retry: RetryPolicy
+
+
+# A model call may legitimately take minutes, but a dead worker must be noticed within
+# seconds: the activity heartbeats every 2 s, so 10 s of silence means it is gone.
+MODEL_CALL = CallOptions(
+    start_to_close=timedelta(minutes=10),
+    heartbeat=timedelta(seconds=10),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=10,
+        non_retryable_error_types=[MODEL_REJECTED, MODEL_NOT_CONFIGURED],
+    ),
+)
+# Tool calls act on the world: a few retries for passing failures (with the same
+# idempotency key), then the failure goes back to the agent as the tool's result.
+TOOL_CALL = CallOptions(
+    start_to_close=timedelta(minutes=2),
+    heartbeat=timedelta(seconds=10),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=5,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ActivityRef(Generic[In, Out]):
+    """One activity by name, with the type it answers with and its call options."""
+
+    name: str
+    result_type: type[Out]
+    options: CallOptions
+
+    async def execute(self, arg: In, *, summary: str, task_queue: str | None = None) -> Out:
+        """Schedule the activity and wait for its result (raises `ActivityError`)."""
+        return await workflow.execute_activity(
+            self.name,
+            arg,
+            result_type=self.result_type,
+            start_to_close_timeout=self.options.start_to_close,
+            heartbeat_timeout=self.options.heartbeat,
+            retry_policy=self.options.retry,
+            summary=summary,
+            task_queue=task_queue,
+        )
+
+
+CLAUDE: ActivityRef[ModelRequest, ModelResponse] = ActivityRef(
+    ANTHROPIC_MESSAGES, ModelResponse, MODEL_CALL)
+OFFLINE: ActivityRef[ModelRequest, ModelResponse] = ActivityRef(
+    OFFLINE_MESSAGES, ModelResponse, MODEL_CALL)
+EMAIL: ActivityRef[ToolCall, ToolResult] = ActivityRef(SEND_EMAIL, ToolResult, TOOL_CALL)
+HTTP: ActivityRef[ToolCall, ToolResult] = ActivityRef(HTTP_REQUEST, ToolResult, TOOL_CALL)
+CUSTOM: ActivityRef[ToolCall, ToolResult] = ActivityRef(CUSTOM_TOOL, ToolResult, TOOL_CALL)
+
+
+def model_call(model: str) -> ActivityRef[ModelRequest, ModelResponse]:
+    """The activity that serves `model`."""
+    return OFFLINE if model == OFFLINE_MODEL else CLAUDE
+
+
+def tool_call(name: str) -> ActivityRef[ToolCall, ToolResult]:
+    """The activity that runs the tool `name` (a built-in, else a custom HTTP tool)."""
+    if name == SEND_EMAIL:
+        return EMAIL
+    return HTTP if name == HTTP_REQUEST else CUSTOM
