@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from api.services.run_truth import closed_as
 from core.run_events import RunEvent, RunEventDeriver
-from core.run_memo import RUN_KEY, run_from_memo
+from core.run_memo import RETRY_OF_KEY, RUN_KEY, run_from_memo
 from core.types import Run
 
 _CLOSE_EVENTS = frozenset({
@@ -47,26 +47,38 @@ class RunEventSource:
         until the run's current execution closes."""
         chain = await self._executions(run_id, latest_execution)
         deriver = RunEventDeriver(run_id)
-        for index, execution in enumerate(chain):
+        for index, (execution, after_reset) in enumerate(chain):
             last = index == len(chain) - 1
             events = self._execution_events(
-                run_id, execution, deriver, after_reset=index > 0, follow=follow and last
+                run_id, execution, deriver, after_reset=after_reset, follow=follow and last
             )
             async for event in events:
                 yield event
 
-    async def _executions(self, run_id: str, latest: str) -> list[str]:
-        """The run's executions, oldest first: each retry (reset) made a new one."""
-        chain = [latest]
-        while (base := await self._reset_from(run_id, chain[0])) is not None:
-            chain.insert(0, base)
+    async def _executions(self, run_id: str, latest: str) -> list[tuple[str, bool]]:
+        """The run's executions, oldest first, each with whether it came from a reset.
+
+        Each retry made a new one: a new execution that names the one it retries in
+        its first memo (today), or a Temporal reset (runs retried before crew graphs).
+        """
+        chain = [(latest, False)]
+        while (found := await self._previous(run_id, chain[0][0])) is not None:
+            base, by_reset = found
+            chain[0] = (chain[0][0], by_reset)
+            chain.insert(0, (base, False))
         return chain
 
-    async def _reset_from(self, run_id: str, execution: str) -> str | None:
+    async def _previous(self, run_id: str, execution: str) -> tuple[str, bool] | None:
         handle = self._client.get_workflow_handle(run_id, run_id=execution)
         async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                retry_of = event.workflow_execution_started_event_attributes.memo.fields.get(
+                    RETRY_OF_KEY)
+                if retry_of is not None:
+                    (base,) = await self._client.data_converter.decode([retry_of])
+                    return str(base), False
             if _is_reset_into(event, execution):
-                return event.workflow_task_failed_event_attributes.base_run_id
+                return event.workflow_task_failed_event_attributes.base_run_id, True
         return None
 
     async def _execution_events(

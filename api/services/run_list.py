@@ -30,11 +30,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from api.services.recent_runs import RecentRuns
 from api.services.run_truth import reconcile
 from api.services.temporal_calls import decode_or_skip
+from core.contract import RUN_WORKFLOW_TYPE
 from core.run_memo import RUN_KEY, run_from_memo
 from core.temporal import SA_CREATED_AT, SA_WORKFLOW_ID
 from core.timefmt import format_timestamp
 from core.types import Run
-from workflows.run import RUN_WORKFLOW_TYPE
 
 LIST_LIMIT = 50
 # Enough for the 50 newest and the runs that closed near them, in one page.

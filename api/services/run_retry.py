@@ -1,62 +1,80 @@
-"""Retrying a run from its failed step with Temporal's own reset.
+"""Retrying a failed run: a new execution of the same run that carries forward what the
+failed one finished.
 
-A reset keeps a closed execution's history up to a chosen workflow task and runs the
-workflow on from there as a new execution of the same workflow id: every activity that
-completed before that point stays completed (its result is replayed, never called
-again), and everything after it is dropped. The point is the workflow task that started
-the failed step: it is the one that first published the step's memo entry, so its
-`WorkflowPropertiesModified` event names the `WorkflowTaskCompleted` to reset to. An
-operator does the same in the Temporal UI (Reset, choosing that event) or with
-`temporal workflow reset --event-id`.
+A Temporal reset would replay the failed execution up to a point and run on from there,
+but it schedules again every activity that completed after that point: in a crew graph
+that is every model call that sibling branches completed after the failed step began.
+So a retry starts a new execution under the same workflow id (the run id, so the API and
+the Temporal UI see one run) whose input carries the completed steps and the unfinished
+steps' tool loops (`CarriedRun`): completed steps never run again, and an unfinished one
+goes on from its last completed model call and tool result.
+
+Runs that were retried with a reset before crew graphs keep their history and replay as
+they are (api/services/run_events.py still follows resets).
 """
 
 from __future__ import annotations
 
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
-from core.run_memo import step_key
-from core.types import Run
-
-# Answers and cancel requests sent to the failed execution belong to it; the retried
-# step asks its questions again.
-_NOT_REAPPLIED = [
-    ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_SIGNAL,
-    ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_UPDATE,
-    ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_CANCEL_REQUEST,
-]
-
-
-async def reset_point(client: Client, run: Run, temporal_run_id: str) -> int | None:
-    """The `WorkflowTaskCompleted` event id that began the run's last step.
-
-    None when the run never began a step (it never ran a workflow task).
-    """
-    key = step_key(run.steps[-1].order) if run.steps else None
-    handle = client.get_workflow_handle(run.id, run_id=temporal_run_id)
-    async for event in handle.fetch_history_events():
-        if key is None and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            return int(event.event_id)
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
-            modified = event.workflow_properties_modified_event_attributes
-            if key in modified.upserted_memo.fields:
-                return int(modified.workflow_task_completed_event_id)
-    return None
+from api.services.temporal_calls import start_once
+from core.contract import RUN_WORKFLOW_TYPE
+from core.crew_graph import is_chain, parents_of
+from core.run_memo import RETRY_OF_KEY, progress_from_memo, run_memo
+from core.temporal import SA_STATUS
+from core.types import CarriedRun, Run, RunInput
 
 
-async def reset_to(client: Client, run: Run, temporal_run_id: str, event_id: int) -> None:
-    """Reset the run's execution to `event_id`, once per failed execution."""
-    step = f"step {run.steps[-1].order + 1} ({run.steps[-1].role})" if run.steps else "the start"
-    await client.workflow_service.reset_workflow_execution(
-        ResetWorkflowExecutionRequest(
-            namespace=client.namespace,
-            workflow_execution=WorkflowExecution(workflow_id=run.id, run_id=temporal_run_id),
-            reason=f"LoopLlama retry from {step}",
-            workflow_task_finish_event_id=event_id,
-            # Two retries of the same failed execution make one reset.
-            request_id=f"loopllama-retry-{temporal_run_id}",
-            reset_reapply_exclude_types=_NOT_REAPPLIED,
-        )
+async def start_retry(client: Client, run: Run, description: WorkflowExecutionDescription
+                      ) -> None:
+    """Start the failed run's next execution (once: a concurrent retry joins it)."""
+    start = await _start_input(client, run.id, description.run_id)
+    memo = await description.memo()
+    carried = CarriedRun(
+        retry_of=description.run_id,
+        started_at=run.started_at,
+        steps=run.steps,
+        progress=progress_from_memo(memo),
     )
+    going_on = Run(id=run.id, workflow_id=run.workflow_id, input=run.input,
+                   created_at=run.created_at, status="running")
+    carried.apply_to(going_on)
+    parents = parents_of(start.crew)
+    entries = run_memo(going_on, going_on.steps, None if is_chain(parents) else parents)
+    entries[RETRY_OF_KEY] = description.run_id
+    attributes = [pair for pair in description.typed_search_attributes
+                  if pair.key.name != SA_STATUS.name]
+    await start_once(client.start_workflow(
+        RUN_WORKFLOW_TYPE,
+        start.model_copy(update={"carried": carried}),
+        id=run.id,
+        task_queue=description.task_queue or "",
+        memo=entries,
+        search_attributes=TypedSearchAttributes(
+            [*attributes, SearchAttributePair(SA_STATUS, "running")]),
+        static_summary=await description.static_summary(),
+        # The failed execution makes way; a retry sent twice joins the first one's.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    ))
+
+
+async def _start_input(client: Client, run_id: str, temporal_run_id: str) -> RunInput:
+    """What the failed execution was started with (its first history event)."""
+    handle = client.get_workflow_handle(run_id, run_id=temporal_run_id)
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            decoded = await client.data_converter.decode(payloads, [RunInput])
+            start = decoded[0]
+            assert isinstance(start, RunInput)
+            return start
+        break
+    raise RuntimeError(f"run {run_id} has no start event in its history")

@@ -19,13 +19,20 @@ from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
 from api.services.recent_runs import RecentRuns
 from api.services.run_list import settled_newest_runs
-from api.services.run_retry import reset_point, reset_to
+from api.services.run_retry import start_retry
 from api.services.run_truth import reconcile
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
     describe_or_none,
     start_once,
+)
+from core.contract import (
+    NOT_WAITING,
+    RESPOND_UPDATE,
+    RUN_WORKFLOW_TYPE,
+    STALE_ANSWER,
+    WRONG_ANSWER,
 )
 from core.ids import RUN_PREFIX, WORKFLOW_PREFIX, id_for_key, looks_like, new_id
 from core.run_memo import run_from_memo, run_memo
@@ -41,15 +48,9 @@ from core.types import (
     Run,
     RunInput,
     TriggerRequest,
+    answered_pause,
     respond_problem,
     stale_answer,
-)
-from workflows.run import (
-    NOT_WAITING,
-    RUN_WORKFLOW_TYPE,
-    STALE_ANSWER,
-    WRONG_ANSWER,
-    CrewRunWorkflow,
 )
 
 # A cancel answers once the run has ended, which an idle worker makes happen in
@@ -95,7 +96,7 @@ class Runs:
         now = truncate_to_millis(datetime.now(UTC))
         run = Run(id=run_id, workflow_id=workflow_id, input=request.input, created_at=now)
         await start_once(self._client.start_workflow(
-            CrewRunWorkflow.run,
+            RUN_WORKFLOW_TYPE,
             RunInput(
                 run_id=run.id,
                 workflow_id=workflow_id,
@@ -107,6 +108,7 @@ class Runs:
                 webhooks=definition.webhooks,
                 webhook_secret_version=secret_generation,
                 model_task_queues=self._model_queues(definition.crew),
+                max_parallel=definition.max_parallel,
             ),
             id=run.id,
             task_queue=self._task_queue,
@@ -186,19 +188,19 @@ class Runs:
         return await self.get(run_id)
 
     async def retry(self, run_id: str) -> Run:
-        """Go on with a failed run from its failed step (a Temporal reset; see run_retry)."""
+        """Go on with a failed run from its failed step (a new execution carrying the
+        completed work forward; see run_retry)."""
         run, description = await self._require(run_id)
         if run.status != "failed":
             raise Conflict(
                 f"Run {run_id!r} is {run.status}; only a failed run can be retried."
             )
-        event_id = await reset_point(self._client, run, description.run_id)
-        if event_id is None:
+        if run.started_at is None:
             raise Conflict(
                 f"Run {run_id!r} ended before it began any step, so there is nothing to "
                 "go on from; trigger a new run instead."
             )
-        await reset_to(self._client, run, description.run_id, event_id)
+        await start_retry(self._client, run, description)
         return await self.get(run_id)
 
     async def current_execution(self, run_id: str) -> str:
@@ -221,18 +223,24 @@ class Runs:
             f"Run {run_id!r} is {run.status}, not waiting_input: there is nothing to "
             "respond to. GET the run to see its state."
         )
-        if run.status != "waiting_input" or run.pending is None:
+        pauses = run.pauses or ([run.pending] if run.pending else [])
+        if run.status != "waiting_input" or not pauses:
             raise not_waiting
-        stale = stale_answer(run.pending, answer)
-        if stale is not None:
-            raise Conflict(stale)
-        problem = respond_problem(run.pending, answer)
+        pause = answered_pause(pauses, answer)
+        if pause is None:
+            raise Conflict(stale_answer(pauses, answer))
+        problem = respond_problem(pause, answer)
         if problem is not None:
             raise BadRequest(problem)
-        handle = self._client.get_workflow_handle_for(CrewRunWorkflow.run, run_id)
+        # An answer without a pause_id means the pause the caller saw as `pending`: pin
+        # it, so that if someone answers that pause first, this one is refused (409)
+        # instead of landing on the next open pause.
+        answer.pause_id = answer.pause_id or pause.id
+        handle = self._client.get_workflow_handle(run_id)
         return await apply_update(
             run_id,
-            handle.execute_update(CrewRunWorkflow.respond, answer, rpc_timeout=UPDATE_TIMEOUT),
+            handle.execute_update(RESPOND_UPDATE, answer, result_type=RespondAccepted,
+                                  rpc_timeout=UPDATE_TIMEOUT),
             refusals={
                 NOT_WAITING: lambda _: not_waiting,
                 STALE_ANSWER: Conflict,
