@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,7 +26,7 @@ from loopllama.errors import (
     ConflictError,
     LoopLlamaError,
 )
-from loopllama.types import Run, Step
+from loopllama.types import Pending, Run, Step
 from pydantic import BaseModel
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -77,8 +78,10 @@ def add_client_commands(commands: Any) -> None:
     choice.add_argument("--reject", action="store_true", help="decline the pending action")
     respond.add_argument("--reason", help="with --reject: why, passed back to the agent")
     respond.add_argument("--pause-id",
-                         help="the pending.id this answers; refused (409) once that pause "
-                              "was answered")
+                         help="which open pause this answers, when several agents are "
+                              "paused at once (their ids: `runs get`); default: the "
+                              "oldest (pending.id). Refused (409) once that pause was "
+                              "answered")
     cancel = rn.add_parser("cancel", parents=[common], help="Cancel a run that has not ended.")
     cancel.add_argument("run_id", metavar="RUN_ID")
     retry = rn.add_parser("retry", parents=[common],
@@ -195,7 +198,9 @@ def _print_workflow(workflow: Any, out: TextIO) -> None:
         print(f"  {workflow.description}", file=out)
     for order, agent in enumerate(workflow.crew, start=1):
         tools = f"  tools: {', '.join(agent.tools)}" if agent.tools else ""
-        print(f"  {order}. {agent.role}  ({agent.model}){tools}", file=out)
+        after = "" if agent.after is None else (
+            f"  after: {', '.join(agent.after)}" if agent.after else "  after: (start)")
+        print(f"  {order}. {agent.role}  ({agent.model}){tools}{after}", file=out)
 
 
 def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
@@ -246,12 +251,29 @@ def _step_line(step: Step) -> str:
             f"{step.tokens_in}→{step.tokens_out} tokens{took}")
 
 
+def _start_line(step: Step) -> str:
+    return f"… {step.order + 1}. {step.role}  {step.model}  started"
+
+
+def _pause_line(pause: Pending) -> str:
+    what = "question" if pause.kind == "input" else (
+        f"approval of {pause.tool}" if pause.tool else pause.kind)
+    return f"{pause.id or '(no id)'}  {pause.role or '?'}  {what}: {pause.prompt}"
+
+
 def _print_run(run: Run, out: TextIO) -> None:
     print(f"{run.id}  {run.status}  {run.tokens_in}→{run.tokens_out} tokens", file=out)
     for step in run.steps:
         print(f"  {_step_line(step)}", file=out)
-    if run.pending is not None:
-        print(f"  waiting for you: {run.pending.prompt}", file=out)
+    pauses = run.open_pauses
+    if len(pauses) == 1:
+        print(f"  waiting for you: {pauses[0].prompt}", file=out)
+    elif pauses:
+        print(f"  waiting for you ({len(pauses)} open pauses, oldest first):", file=out)
+        for pause in pauses:
+            print(f"    {_pause_line(pause)}", file=out)
+        print(f"  answer one with `loopllama runs respond {run.id} --pause-id ID ...`",
+              file=out)
     if run.error:
         print(f"  error: {run.error}", file=out)
     if run.output is not None:
@@ -262,34 +284,57 @@ def _exit_for(run: Run) -> int:
     return EXIT_FAILED if run.status in ("failed", "cancelled") else EXIT_OK
 
 
+@dataclass
+class _Watched:
+    """What a watch has told and done so far, kept across a fallback from the event
+    stream to polling."""
+
+    started: set[str] = field(default_factory=set)  # step ids whose start was printed
+    finished: set[str] = field(default_factory=set)  # step ids whose end was printed
+    answered: set[str] = field(default_factory=set)  # pauses prompted for, by key
+    stdin_open: bool = True
+
+
 def _watch(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
            err: TextIO, stdin: TextIO) -> int:
-    """Follow the run, print each finished step once, prompt at pauses, until it ends.
+    """Follow the run until it ends: a line when each step starts and when it ends (so
+    parallel steps show as they overlap), and a prompt for every open pause.
 
     Follows the run's event stream; falls back to polling when the stream cannot be had
     (an older server, a proxy that buffers it).
     """
-    printed: set[str] = set()
+    watched = _Watched()
     try:
-        return _watch_stream(client, run_id, args, out, err, stdin, printed)
+        return _watch_stream(client, run_id, args, out, err, stdin, watched)
     except (APIStatusError, APIConnectionError):
-        return _watch_poll(client, run_id, args, out, err, stdin, printed)
+        return _watch_poll(client, run_id, args, out, err, stdin, watched)
+
+
+def _tell_step(step: Step, watched: _Watched, args: argparse.Namespace, out: TextIO) -> None:
+    """Print the step's start and end, each once."""
+    if step.id not in watched.started:
+        watched.started.add(step.id)
+        if not args.json:
+            print(_start_line(step), file=out, flush=True)
+    ended = step.finished_at is not None or step.error is not None
+    if ended and step.id not in watched.finished:
+        watched.finished.add(step.id)
+        if not args.json:
+            print(_step_line(step), file=out, flush=True)
 
 
 def _watch_stream(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
-                  err: TextIO, stdin: TextIO, printed: set[str]) -> int:
+                  err: TextIO, stdin: TextIO, watched: _Watched) -> int:
     interactive_spinner = err.isatty()
     spin = itertools.cycle(SPINNER)
-    stdin_open = True
     for event in client.runs.stream(run_id):
         step = event.step
-        if step is not None and step.finished_at and step.id not in printed:
-            printed.add(step.id)
-            if not args.json:
-                print(_step_line(step), file=out, flush=True)
-        run = event.run
-        if event.type == "run.waiting_input" and run is not None and stdin_open:
-            stdin_open = _answer_pause(client, run, err if args.json else out, stdin)
+        if step is not None:
+            _tell_step(step, watched, args, out)
+        if event.type == "run.waiting_input" and watched.stdin_open:
+            # The stream replays a run's past pauses too: what is open is read afresh.
+            _answer_open_pauses(client, client.runs.get(run_id), watched,
+                                err if args.json else out, stdin)
         elif interactive_spinner and not event.is_terminal:
             where = f"step {step.order + 1} ({step.role})" if step else event.type
             print(f"\r{next(spin)} {where}", end="", file=err, flush=True)
@@ -309,34 +354,59 @@ def _finish_watch(run: Run, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _watch_poll(client: LoopLlama, run_id: str, args: argparse.Namespace, out: TextIO,
-                err: TextIO, stdin: TextIO, printed: set[str]) -> int:
-    """Poll the run, print each finished step once, prompt at pauses, until it ends."""
-    answered: set[tuple[Any, ...]] = set()
+                err: TextIO, stdin: TextIO, watched: _Watched) -> int:
+    """Poll the run, print each step's start and end once, prompt at pauses, until it
+    ends."""
     spin = itertools.cycle(SPINNER)
     interactive_spinner = err.isatty()
-    stdin_open = True
     while True:
         run = client.runs.get(run_id)
         for step in run.steps:
-            if step.finished_at and step.id not in printed:
-                printed.add(step.id)
-                if not args.json:
-                    print(_step_line(step), file=out, flush=True)
+            _tell_step(step, watched, args, out)
         if run.is_terminal:
             if interactive_spinner:
                 print("\r\033[K", end="", file=err)
             return _finish_watch(run, args, out)
-        pause = (run.pending.model_dump_json() if run.pending else None, run.total_steps,
-                 run.tokens_in)
-        if run.is_waiting and run.pending is not None and pause not in answered and stdin_open:
-            answered.add(pause)
+        if run.is_waiting and watched.stdin_open and _unanswered(run, watched):
             # With --json, stdout carries only the final JSON; the dialogue goes to stderr.
-            stdin_open = _answer_pause(client, run, err if args.json else out, stdin)
+            _answer_open_pauses(client, run, watched, err if args.json else out, stdin)
         elif interactive_spinner:
-            running = next((s for s in run.steps if not s.finished_at), None)
-            where = f"step {running.order + 1} ({running.role})" if running else run.status
+            running = [f"step {s.order + 1} ({s.role})" for s in run.steps
+                       if not s.finished_at and not s.error]
+            where = ", ".join(running) or run.status
             print(f"\r{next(spin)} {run.status}: {where}", end="", file=err, flush=True)
         time.sleep(args.interval)
+
+
+def _pause_key(run: Run, pause: Pending) -> str:
+    if pause.id is not None:
+        return pause.id
+    # An older server without pause ids: a later pause follows another model call.
+    return f"{pause.model_dump_json()}|{run.total_steps}|{run.tokens_in}"
+
+
+def _unanswered(run: Run, watched: _Watched) -> list[Pending]:
+    return [pause for pause in run.open_pauses
+            if _pause_key(run, pause) not in watched.answered]
+
+
+def _answer_open_pauses(client: LoopLlama, run: Run, watched: _Watched, out: TextIO,
+                        stdin: TextIO) -> None:
+    """Prompt for every open pause not prompted for yet, oldest first, and send each
+    answer with its pause's id; read the run again after, since another agent may have
+    paused meanwhile. Stops once stdin has ended."""
+    while watched.stdin_open and run.is_waiting:
+        todo = _unanswered(run, watched)
+        if not todo:
+            return
+        if len(todo) > 1:
+            print(f"\n{len(todo)} agents are waiting for you.", file=out)
+        for pause in todo:
+            watched.answered.add(_pause_key(run, pause))
+            watched.stdin_open = _answer_pause(client, run, pause, out, stdin)
+            if not watched.stdin_open:
+                return
+        run = client.runs.get(run.id)
 
 
 def _ask(prompt: str, out: TextIO, stdin: TextIO) -> str | None:
@@ -345,12 +415,15 @@ def _ask(prompt: str, out: TextIO, stdin: TextIO) -> str | None:
     return None if line == "" else line.rstrip("\n")
 
 
-def _answer_pause(client: LoopLlama, run: Run, out: TextIO, stdin: TextIO) -> bool:
-    """Prompt for the pending answer and send it; False once stdin has ended."""
-    pending = run.pending
-    assert pending is not None
+def _answer_pause(client: LoopLlama, run: Run, pending: Pending, out: TextIO,
+                  stdin: TextIO) -> bool:
+    """Prompt for the answer to one open pause and send it with that pause's id; False
+    once stdin has ended."""
+    agent = f"  agent: {pending.role}" if pending.role else None
     if pending.kind == "input":
         print(f"\n? The agent asks: {pending.prompt}", file=out)
+        if agent:
+            print(agent, file=out)
         answer = ""
         while not answer.strip():
             line = _ask("> ", out, stdin)
@@ -360,6 +433,8 @@ def _answer_pause(client: LoopLlama, run: Run, out: TextIO, stdin: TextIO) -> bo
         action, text, reason = "input", answer, None
     else:
         print(f"\n! Approval needed: {pending.prompt}", file=out)
+        if agent:
+            print(agent, file=out)
         print(f"  tool: {pending.tool}", file=out)
         print(f"  arguments: {json.dumps(pending.tool_input, ensure_ascii=False)}", file=out)
         decision = ""
@@ -374,8 +449,9 @@ def _answer_pause(client: LoopLlama, run: Run, out: TextIO, stdin: TextIO) -> bo
             line = _ask("Reason (optional): ", out, stdin)
             reason = (line or "").strip() or None
     try:
-        # The run itself: its pending.id goes along, so the answer lands on this pause.
-        client.runs.respond(run, action, input=text, reason=reason)
+        # Its pause id goes along, so the answer lands on this pause and no other (an
+        # older server without pause ids: on `pending`, the only pause it has).
+        client.runs.respond(run, action, input=text, reason=reason, pause_id=pending.id)
         print(f"  sent: {action}", file=out, flush=True)
     except ConflictError:
         print("  someone else answered first", file=out, flush=True)

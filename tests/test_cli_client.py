@@ -421,14 +421,16 @@ async def test_runs_trigger_list_get_and_wait(server: Server, worker: Any) -> No
     run = await server.run(newest["id"])
     assert run["status"] == "completed"
     lines = waited.out.splitlines()
-    # The run's id first, so it can be looked up later; then a line per step.
+    # The run's id first, so it can be looked up later; then a line as each step starts
+    # and one as it finishes.
     assert lines[0] == f"{newest['id']}  queued", waited
     for n, step in enumerate(run["steps"], start=1):
+        assert lines[2 * n - 1] == f"… {n}. {step['role']}  {OFFLINE}  started", waited
         found = re.fullmatch(STEP_LINE.format(n=n, role=step["role"], model=OFFLINE),
-                             lines[n])
+                             lines[2 * n])
         assert found, waited
         assert found.groups() == (str(step["tokens_in"]), str(step["tokens_out"]))
-    assert lines[3] == "completed", waited
+    assert lines[5] == "completed", waited
     assert waited.out.endswith(f"completed\n\n{run['output']}\n"), waited
     assert "You are the writer." in run["output"]
 

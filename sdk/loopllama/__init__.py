@@ -27,6 +27,9 @@ run every `interval` seconds. Intervals above 2 s are reduced to 2 s (the refere
 for 1-2 s, so pauses are noticed promptly); values below 1 s are allowed, for tests and
 local use. The callback is called once per pause (reads that lag an answer do not make
 it answer twice); returning None means "not now" and it is asked again on the next poll.
+When parallel agents are paused at once (`run.pauses`), it is called once for each, oldest
+first, with the run whose `pending` is the pause it is asked about (`pending.role` names
+the agent), and each reply is sent with its own pause's id.
 
 Retries. Only 429 and 503 answers and failed connections are retried, up to
 `max_retries` (default 2) times, waiting 0.5 s, 1 s, 2 s, ... (±25% jitter) or the

@@ -39,6 +39,7 @@ from loopllama.types import (
     CustomTool,
     Decision,
     HumanInTheLoop,
+    Pending,
     RespondResult,
     Run,
     RunEvent,
@@ -174,6 +175,7 @@ def workflow_fields(
     human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
     tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
     webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
+    max_parallel: int | None = None,
 ) -> dict[str, Any]:
     """The JSON fields of a workflow body; None means "not given"."""
     body: dict[str, Any] = {}
@@ -189,6 +191,8 @@ def workflow_fields(
         body["tools"] = [_model_json(tool) for tool in tools]
     if webhooks is not None:
         body["webhooks"] = [_model_json(hook) for hook in webhooks]
+    if max_parallel is not None:
+        body["max_parallel"] = max_parallel
     return body
 
 
@@ -212,7 +216,8 @@ def update_workflow(workflow_id: str, body: Mapping[str, Any]) -> Endpoint[Workf
     """PATCH /v1/workflows/{id} (setting the same fields twice is harmless)."""
     if not body:
         raise LoopLlamaError(
-            "update() needs at least one of: name, description, crew, human_in_the_loop."
+            "update() needs at least one of: name, description, crew, human_in_the_loop, "
+            "tools, webhooks, max_parallel."
         )
     return Endpoint("PATCH", f"/v1/workflows/{_seg(workflow_id)}", _one(Workflow), body)
 
@@ -476,7 +481,8 @@ class Sleep:
 
 @dataclass(frozen=True)
 class Ask:
-    """Operation: call the user's callback with `run`; the result is its (awaited) value."""
+    """Operation: call the user's callback with `run` (whose `pending` is the pause it is
+    asked about); the result is its (awaited) value."""
 
     callback: Callable[[Run], Any]
     run: Run
@@ -531,13 +537,22 @@ def poll_interval(interval: float) -> float:
     return min(float(interval), MAX_POLL_INTERVAL)
 
 
-def _pause_key(run: Run) -> tuple[Any, ...]:
-    if run.pending is not None and run.pending.id is not None:
-        return (run.pending.id,)
+def pause_key(run: Run, pause: Pending) -> tuple[Any, ...]:
+    """What tells one pause of `run` from every other, answered or not."""
+    if pause.id is not None:
+        return (pause.id,)
     # A server without pause ids: a new pause always follows another model call, which
     # moves the token counts, so an identical key means "the pause we already answered".
-    pending = run.pending.model_dump_json() if run.pending is not None else None
-    return (pending, run.total_steps, run.tokens_in, run.tokens_out)
+    return (pause.model_dump_json(), run.total_steps, run.tokens_in, run.tokens_out)
+
+
+def asking_about(run: Run, pause: Pending) -> Run:
+    """`run` as a callback sees it when asked about `pause`: `pending` is that pause
+    (`pauses` still lists every open one), so `run.pending` and `runs.respond(run, ...)`
+    mean this pause."""
+    if run.pending is pause:
+        return run
+    return run.model_copy(update={"pending": pause})
 
 
 def _reply_endpoint(run: Run, reply: Any) -> Endpoint[RespondResult]:
@@ -563,8 +578,10 @@ def poll_plan(
 ) -> Plan[Run]:
     """GET the run every `interval` seconds until it is completed, failed or cancelled.
 
-    On `waiting_input`: without a callback, return the paused run; with one, call it and
-    send its reply with respond (None: reply later, keep polling), then keep polling. A
+    On `waiting_input`: without a callback, return the paused run; with one, call it once
+    for each open pause not answered yet, oldest first, with the run whose `pending` is
+    that pause, and send its reply with respond and that pause's id (None: reply later,
+    ask again on the next poll). No pause is answered twice, however far reads lag. A
     409 from respond means someone else answered first (or the run moved on): polling
     goes on. `PollTimeoutError` once `timeout` seconds have passed.
     """
@@ -572,7 +589,7 @@ def poll_plan(
     if timeout is not None and timeout < 0:
         raise LoopLlamaError(f"timeout must be 0 or more, got {timeout!r}.")
     deadline = None if timeout is None else time.monotonic() + timeout
-    answered: tuple[Any, ...] | None = None
+    answered: set[tuple[Any, ...]] = set()
     while True:
         run = yield from request_plan(config, get_run(run_id))
         if run.is_terminal:
@@ -580,16 +597,23 @@ def poll_plan(
         if run.is_waiting:
             if on_waiting_input is None:
                 return run
-            key = _pause_key(run)
-            if key != answered:
-                reply = yield Ask(on_waiting_input, run)
-                if reply is not None:
-                    try:
-                        yield from request_plan(config, _reply_endpoint(run, reply))
-                    except ConflictError:
-                        pass  # answered by someone else, or no longer paused
-                    answered = key
-                    continue
+            replied = False
+            for pause in run.open_pauses:
+                key = pause_key(run, pause)
+                if key in answered:
+                    continue  # a read that lags our answer
+                asked = asking_about(run, pause)
+                reply = yield Ask(on_waiting_input, asked)
+                if reply is None:
+                    continue  # not now: asked again after the next read
+                try:
+                    yield from request_plan(config, _reply_endpoint(asked, reply))
+                except ConflictError:
+                    pass  # answered by someone else, or no longer paused
+                answered.add(key)
+                replied = True
+            if replied:
+                continue  # read again at once: the run has moved on
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             assert timeout is not None

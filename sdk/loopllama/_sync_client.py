@@ -145,14 +145,18 @@ class Workflows:
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
         webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
+        max_parallel: int | None = None,
     ) -> Workflow:
         """Create a workflow from keywords, or from a dict body (keywords override it).
 
         `tools` declares custom tools (name, description, input_schema, url) that agents
-        may list in their own `tools`; `webhooks` where to POST which run events.
+        may list in their own `tools`; `webhooks` where to POST which run events. An
+        agent's `after` makes the crew a graph (see `Agent`); `max_parallel` (1-64, the
+        server's default 8) is how many agents of one run may work at once.
         """
         body = {**(spec or {}), **_core.workflow_fields(name, description, crew,
-                                                         human_in_the_loop, tools, webhooks)}
+                                                         human_in_the_loop, tools, webhooks,
+                                                         max_parallel)}
         return self._client._request(_core.create_workflow(body))
 
     def list(self) -> list[Workflow]:
@@ -173,11 +177,12 @@ class Workflows:
         human_in_the_loop: HumanInTheLoop | Mapping[str, Any] | None = None,
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
         webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
+        max_parallel: int | None = None,
         **fields: Any,
     ) -> Workflow:
         """Change the given fields (others stay); extra keywords are sent as they are."""
         body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop,
-                                                   tools, webhooks)}
+                                                   tools, webhooks, max_parallel)}
         return self._client._request(_core.update_workflow(workflow_id, body))
 
     def delete(self, workflow_id: str) -> WorkflowDeleted:
@@ -282,8 +287,12 @@ class Runs:
         calls ``on_waiting_input(run)`` and sends what it returns — the answer text for
         kind ``"input"``, `loopllama.approve()` / `loopllama.reject(reason)` for kind
         ``"approval"`` — or, for None, answers nothing now and asks again on the next
-        poll. A run may pause many times. A 409 from respond (someone else answered
-        first) is not an error. Raises `PollTimeoutError` (with the last run) once
+        poll. A run may pause many times, and parallel agents may be paused at once:
+        the callback is called once for each open pause not answered yet, oldest first,
+        with the run whose `pending` is that pause (`pending.role` names its agent;
+        `pauses` still lists all), and the reply is sent with that pause's id. No pause
+        is answered twice. A 409 from respond (someone else answered first) is not an
+        error. Raises `PollTimeoutError` (with the last run) once
         `timeout` seconds have passed, callback time included; None waits forever.
         """
         return self._client._execute(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 __all__ = [
     "RUN_STATUSES",
@@ -64,6 +64,11 @@ class Agent(_Model):
 
     Build one to pass to `workflows.create(crew=[...])`; only the fields you set are
     sent, so the server's defaults apply to the rest.
+
+    `after` names the roles of earlier agents this one needs (their outputs are its
+    input). None (or unset): the agent just before it in the crew, so a plain list is a
+    chain; ``[]``: it starts at once, from the run's input. Agents whose needs are met
+    work in parallel, up to the workflow's `max_parallel`.
     """
 
     role: str
@@ -72,6 +77,7 @@ class Agent(_Model):
     tools: list[str] = Field(default_factory=list)
     max_tokens: int = 1024
     max_tool_rounds: int = 10
+    after: list[str] | None = None
 
 
 class HumanInTheLoop(_Model):
@@ -109,6 +115,7 @@ class Workflow(_Model):
     """A named crew plus its human-in-the-loop settings and custom tools.
 
     `status` is ``"active"`` or ``"paused"`` (a paused workflow refuses new runs).
+    `max_parallel` (1-64) is how many agents of one run may work at once.
     """
 
     id: str
@@ -119,6 +126,7 @@ class Workflow(_Model):
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
+    max_parallel: int = 8
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -144,6 +152,7 @@ class Pending(_Model):
     `kind` is ``"input"`` (answer `prompt`, a question) or ``"approval"`` (approve or
     reject running `tool` with `tool_input`; `prompt` summarises the action). `id` names
     this pause; `runs.respond()` sends it, so an answer never lands on a later pause.
+    `step_id` and `role` say which step and agent paused (None from older servers).
     """
 
     kind: str
@@ -151,6 +160,8 @@ class Pending(_Model):
     tool: str | None = None
     tool_input: dict[str, Any] | None = None
     id: str | None = None
+    step_id: str | None = None
+    role: str | None = None
 
 
 class Step(_Model):
@@ -175,7 +186,13 @@ class Run(_Model):
     """One execution of a workflow against one input.
 
     `status` is one of `RUN_STATUSES`. `steps` is filled only by `runs.get()` (and so by
-    `runs.poll()`); list and trigger answers leave it empty.
+    `runs.poll()`); list and trigger answers leave it empty. Steps are listed in the
+    order they started; in a crew graph several may be running at once.
+
+    `pauses` lists every open pause, oldest first (parallel agents can each be paused);
+    `pending` is the oldest of them, or None. The run is ``waiting_input`` while any is
+    open. `open_pauses` gives the list from older servers too (which send only
+    `pending`).
     """
 
     id: str
@@ -193,7 +210,21 @@ class Run(_Model):
     finished_at: Timestamp | None = None
     created_at: Timestamp
     pending: Pending | None = None
+    pauses: list[Pending] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
+
+    @field_validator("pauses", mode="before")
+    @classmethod
+    def _no_pauses(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @property
+    def open_pauses(self) -> list[Pending]:
+        """Every open pause, oldest first: `pauses`, or `[pending]` from a server that
+        sends only `pending`."""
+        if self.pauses:
+            return list(self.pauses)
+        return [self.pending] if self.pending is not None else []
 
     @property
     def is_terminal(self) -> bool:
@@ -203,12 +234,13 @@ class Run(_Model):
 
     @property
     def is_waiting(self) -> bool:
-        """Paused for a human (`pending` says for what); answer with `runs.respond()`."""
+        """Paused for a human (`pauses` say for what); answer with `runs.respond()`."""
         return self.status == "waiting_input"
 
 
 class RespondResult(_Model):
-    """The 202 answer to `runs.respond()`: the run's id and its status after resuming."""
+    """The 202 answer to `runs.respond()`: the run's id and its status after resuming
+    (still ``"waiting_input"`` while other pauses are open)."""
 
     id: str
     status: str

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import loopllama
 import pytest
@@ -462,3 +462,203 @@ def test_a_respond_without_pause_id_is_not_retried_on_503() -> None:
         with LoopLlama("k", url, max_retries=2) as client:
             client.runs.respond("ckrun1", "approve", pause_id="ckpause1")  # 503, then 202
     assert [s.body for s in seen] == [{"action": "approve", "pause_id": "ckpause1"}] * 2
+
+
+# --- Crew graphs: after, max_parallel, several open pauses (HTTP stub) -----------------
+
+
+def workflow_json(**fields: Any) -> dict[str, Any]:
+    return {"id": "ckva1", "name": "graph", "description": "", "status": "active",
+            "crew": [], "human_in_the_loop": {}, "tools": [], "webhooks": [],
+            "created_at": TS, "updated_at": TS, **fields}
+
+
+GRAPH_CREW = [
+    {"role": "planner", "model": "m", "after": None},
+    {"role": "researcher", "model": "m", "after": ["planner"]},
+    {"role": "writer", "model": "m", "after": []},
+]
+
+
+async def test_graph_fields_are_sent_only_when_given_and_read_back() -> None:
+    served = workflow_json(crew=GRAPH_CREW, max_parallel=3)
+    with stub(scripted((201, {}, {"data": served}))) as (url, seen):
+        with LoopLlama("k", url) as client:
+            made = client.workflows.create(
+                name="graph", max_parallel=3,
+                crew=[loopllama.Agent(role="planner", model="m"),
+                      loopllama.Agent(role="researcher", model="m", after=["planner"]),
+                      {"role": "writer", "model": "m", "after": []}],
+            )
+            client.workflows.update("ckva1", max_parallel=64)
+            client.workflows.update("ckva1", name="renamed")
+        async with AsyncLoopLlama("k", url) as async_client:
+            await async_client.workflows.create(name="graph", crew=[], max_parallel=1)
+            await async_client.workflows.update("ckva1", max_parallel=2)
+    # An Agent without `after` sends none (the server's chain default applies); `[]`
+    # is sent as it is: "start at once".
+    assert seen[0].body == {"name": "graph", "max_parallel": 3, "crew": [
+        {"role": "planner", "model": "m"},
+        {"role": "researcher", "model": "m", "after": ["planner"]},
+        {"role": "writer", "model": "m", "after": []},
+    ]}
+    assert [s.body for s in seen[1:]] == [
+        {"max_parallel": 64}, {"name": "renamed"},
+        {"name": "graph", "crew": [], "max_parallel": 1}, {"max_parallel": 2},
+    ]
+    assert [s.method for s in seen] == ["POST", "PATCH", "PATCH", "POST", "PATCH"]
+    assert made.max_parallel == 3
+    assert [agent.after for agent in made.crew] == [None, ["planner"], []]
+    # An older server's workflow: no max_parallel, no after.
+    old = Workflow.model_validate(workflow_json(crew=[{"role": "a", "model": "m"}]))
+    assert old.max_parallel == 8 and old.crew[0].after is None
+
+
+def test_run_pauses_parse_and_older_servers_still_list_their_pause() -> None:
+    first = {"id": "p1", "kind": "input", "prompt": "Which sources?", "step_id": "s2",
+             "role": "researcher"}
+    second = {"id": "p2", "kind": "approval", "prompt": "Send it?", "tool": "send_email",
+              "tool_input": {"to": "bob@example.com"}, "step_id": "s3", "role": "writer"}
+    run = Run.model_validate(run_json("waiting_input", pending=first,
+                                      pauses=[first, second]))
+    assert [(p.id, p.role, p.step_id) for p in run.pauses] == [
+        ("p1", "researcher", "s2"), ("p2", "writer", "s3")]
+    assert run.pending == run.pauses[0] and run.open_pauses == run.pauses
+    assert run.pauses[1].tool_input == {"to": "bob@example.com"}
+    # A server from before crew graphs: `pending` only, no role or step id.
+    old = Run.model_validate(run_json("waiting_input", pending={"id": "p1", "kind": "input"}))
+    assert old.pauses == [] and [p.id for p in old.open_pauses] == ["p1"]
+    assert old.open_pauses[0].role is None and old.open_pauses[0].step_id is None
+    assert Run.model_validate(run_json("running", pauses=None)).open_pauses == []
+
+
+class ParallelRun:
+    """A stub run whose researcher and writer pause at once; once both are answered the
+    editor pauses, then the run completes.
+
+    Answers must name an open pause (`pause_id`; without one the oldest is answered, as
+    the server does); any other gets 409. `stale_reads`: after each answer, this many
+    GETs still show the run as it was before it.
+    """
+
+    RESEARCH: ClassVar[dict[str, Any]] = {
+        "id": "p1", "kind": "input", "prompt": "Which sources?", "step_id": "s2",
+        "role": "researcher"}
+    WRITE: ClassVar[dict[str, Any]] = {
+        "id": "p2", "kind": "approval", "prompt": "Send an email to bob@example.com",
+        "tool": "send_email", "tool_input": {"to": "bob@example.com"}, "step_id": "s3",
+        "role": "writer"}
+    EDIT: ClassVar[dict[str, Any]] = {
+        "id": "p3", "kind": "input", "prompt": "Final title?", "step_id": "s4",
+        "role": "editor"}
+
+    def __init__(self, *, stale_reads: int = 0) -> None:
+        self.open = [dict(self.RESEARCH), dict(self.WRITE)]
+        self.later = [dict(self.EDIT)]
+        self.answered: list[str] = []
+        self.previous: dict[str, Any] | None = None
+        self.stale = 0
+        self.stale_reads = stale_reads
+        self.lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, Any]:
+        if self.open:
+            return run_json("waiting_input", pending=self.open[0], pauses=list(self.open))
+        return run_json("completed", output="done", finished_at=TS, pauses=[])
+
+    def __call__(self, seen: Seen) -> Reply:
+        with self.lock:
+            if seen.method == "GET" and seen.path == "/v1/runs/ckrun1":
+                if self.stale > 0 and self.previous is not None:
+                    self.stale -= 1
+                    return 200, {}, {"data": self.previous}
+                return 200, {}, {"data": self.snapshot()}
+            if seen.method == "POST" and seen.path == "/v1/runs/ckrun1/respond":
+                wanted = seen.body.get("pause_id")
+                pause = next((p for p in self.open if wanted in (None, p["id"])), None)
+                if pause is None:
+                    return error(409, "conflict_error", "That pause was already answered.")
+                if (seen.body["action"] == "input") != (pause["kind"] == "input"):
+                    return error(400, "invalid_request_error", "action does not match.")
+                self.previous = self.snapshot()
+                self.stale = self.stale_reads
+                self.open.remove(pause)
+                self.answered.append(pause["id"])
+                if not self.open and self.later:
+                    self.open, self.later = self.later, []
+                status = "waiting_input" if self.open else "running"
+                return 202, {}, {"data": {"id": "ckrun1", "status": status}}
+            return error(404, "not_found_error", f"No route {seen.path}")
+
+
+def test_poll_answers_every_open_pause_once_from_one_read() -> None:
+    asked: list[tuple[str | None, str | None, int]] = []
+
+    def decide(run: Run) -> str | loopllama.Decision:
+        assert run.pending is not None and run.is_waiting
+        asked.append((run.pending.id, run.pending.role, len(run.pauses)))
+        if run.pending.kind == "input":
+            return f"{run.pending.role}: short."
+        return loopllama.approve()
+
+    # Reads that lag the answers show pauses already answered: never answered again.
+    stubbed = ParallelRun(stale_reads=2)
+    with stub(stubbed) as (url, seen), LoopLlama("k", url) as client:
+        run = client.runs.poll("ckrun1", interval=0.02, timeout=10, on_waiting_input=decide)
+    assert run.status == "completed"
+    # Each call is about its own pause, and sees every pause that was open with it.
+    assert asked == [("p1", "researcher", 2), ("p2", "writer", 2), ("p3", "editor", 1)]
+    assert responds(seen) == [
+        {"action": "input", "input": "researcher: short.", "pause_id": "p1"},
+        {"action": "approve", "pause_id": "p2"},
+        {"action": "input", "input": "editor: short.", "pause_id": "p3"},
+    ]
+    assert stubbed.answered == ["p1", "p2", "p3"]
+    # Both parallel pauses were answered from the same read, without waiting for another.
+    calls = [("GET" if s.method == "GET" else s.body["pause_id"]) for s in seen]
+    assert calls[:3] == ["GET", "p1", "p2"]
+
+
+async def test_async_poll_none_defers_only_that_pause() -> None:
+    asked: list[str | None] = []
+
+    async def decide(run: Run) -> str | loopllama.Decision | None:
+        assert run.pending is not None
+        asked.append(run.pending.id)
+        if run.pending.id == "p1" and asked.count("p1") == 1:
+            return None  # the researcher's question: later
+        if run.pending.kind == "input":
+            return "Peer-reviewed only."
+        return loopllama.reject("Not to Bob.")
+
+    stubbed = ParallelRun()
+    with stub(stubbed) as (url, seen):
+        async with AsyncLoopLlama("k", url) as client:
+            run = await client.runs.poll("ckrun1", interval=0.02, timeout=10,
+                                         on_waiting_input=decide)
+    assert run.status == "completed"
+    # The writer was answered although the older researcher pause was put off.
+    assert asked == ["p1", "p2", "p1", "p3"]
+    assert stubbed.answered == ["p2", "p1", "p3"]
+    assert [body["pause_id"] for body in responds(seen)] == ["p2", "p1", "p3"]
+    assert responds(seen)[0] == {"action": "reject", "reason": "Not to Bob.",
+                                 "pause_id": "p2"}
+
+
+def test_respond_with_the_run_a_callback_got_names_its_pause() -> None:
+    stubbed = ParallelRun()
+    with stub(stubbed) as (url, seen), LoopLlama("k", url) as client:
+        run = client.runs.get("ckrun1")
+        assert [p.id for p in run.pauses] == ["p1", "p2"]
+        writer = run.model_copy(update={"pending": run.pauses[1]})
+        result = client.runs.approve(writer)
+        assert (result.id, result.status) == ("ckrun1", "waiting_input")  # p1 still open
+        with pytest.raises(ConflictError, match="already answered"):
+            client.runs.respond("ckrun1", "approve", pause_id="p2")  # stale: 409
+        client.runs.answer("ckrun1", "Oldest first.")  # no pause id: the oldest, p1
+    assert responds(seen) == [
+        {"action": "approve", "pause_id": "p2"},
+        {"action": "approve", "pause_id": "p2"},
+        {"action": "input", "input": "Oldest first."},
+    ]
+    assert stubbed.answered == ["p2", "p1"]
