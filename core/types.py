@@ -211,7 +211,7 @@ class WorkflowSpec(_Strict):
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list, max_length=32)
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
-    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL)
+    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL, strict=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -257,7 +257,7 @@ class WorkflowPatch(_Strict):
     human_in_the_loop: HumanInTheLoop | None = None
     tools: list[CustomTool] | None = Field(default=None, max_length=32)
     webhooks: list[Webhook] | None = Field(default=None, max_length=MAX_WEBHOOKS)
-    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
+    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL, strict=True)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -296,7 +296,8 @@ class AgentConfig(_Stored):
     tools: list[str] = Field(default_factory=list)
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
-    after: list[str] | None = None
+    # Shown only when set: a chain's agents keep the shape they always had.
+    after: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CustomToolConfig(_Stored):

@@ -22,6 +22,7 @@ from api.app import create_app
 from core.devserver import DevServer
 from core.settings import Secret, Settings
 from core.temporal import connect, ensure_namespace_ready
+from tests import graph_scenarios
 from tests.conftest import API_KEY, WEBHOOK_KEY, crew, eventually, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
@@ -111,20 +112,6 @@ async def cancelled_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     await wait_for_status(api, run["id"], "running")
     response = await api.post(f"/v1/runs/{run['id']}/cancel")
     assert response.json()["data"]["status"] == "cancelled", response.text
-    return str(run["id"])
-
-
-async def retried_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
-    tag = unique_tag()
-    fake.reply_text("the plan", when=for_role(tag, "planner"))
-    fake.reply_error(400, message="bad request", when=for_role(tag, "writer"))
-    fake.reply_text("the brief", when=for_role(tag, "writer"))
-    workflow = await create_workflow(api, crew("planner", "writer", tag=tag))
-    run = await trigger(api, workflow["id"], "Draft a brief.")
-    await wait_for_status(api, run["id"], "failed", within=60)
-    response = await api.post(f"/v1/runs/{run['id']}/retry")
-    assert response.status_code == 202, response.text
-    await wait_for_status(api, run["id"], "completed", within=60)
     return str(run["id"])
 
 
@@ -219,7 +206,8 @@ SCENARIOS = [
     Scenario("run_question_then_approval", approved_run),
     Scenario("run_question_then_rejection", rejected_run),
     Scenario("run_cancelled", cancelled_run),
-    Scenario("run_retried", retried_run),
+    # run_retried.json is a retry by Temporal reset, recorded by the release before crew
+    # graphs; retries are new executions now (graph_retried), so it is kept, not re-recorded.
     Scenario("run_pause_ids", pause_id_run),
     # Payloads over the offload threshold, kept in histories/blobs.
     Scenario("run_big_outputs", big_outputs_run),
@@ -228,6 +216,11 @@ SCENARIOS = [
     Scenario("run_with_webhooks", webhooked_run),
     # A cancel request from the Temporal UI or CLI, ignored; then changed and deleted.
     Scenario("definition_cancel_ignored", produce_with_temporal=definition_cancel_ignored),
+    # Crew graphs (tests/graph_scenarios.py); a retried run's history is its new execution.
+    Scenario("graph_fan_out", graph_scenarios.fan_out_run),
+    Scenario("graph_two_pauses", graph_scenarios.two_pauses_run),
+    Scenario("graph_failed_branch", graph_scenarios.failed_branch_run),
+    Scenario("graph_retried", graph_scenarios.retried_fan_out_run),
 ]
 
 

@@ -129,3 +129,56 @@ async def test_temporal_restart_under_worker_and_api(
         release.set()
         await server.stop()
 
+
+
+async def test_sigkill_worker_mid_fan_out(
+    api: httpx.AsyncClient, settings: Settings, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    tag = unique_tag()
+    branches = ("a", "b", "c")
+    planner, editor = for_role(tag, "planner"), for_role(tag, "editor")
+    never = threading.Event()
+    fake_anthropic.reply_text("the plan", tokens_in=1, tokens_out=1, when=planner)
+    # a finishes before the kill; b and c are mid call when the worker dies.
+    fake_anthropic.reply_text("a out", tokens_in=2, tokens_out=2, when=for_role(tag, "a"))
+    for role in ("b", "c"):
+        fake_anthropic.reply_text("lost", when=for_role(tag, role), hold=never)
+        fake_anthropic.reply_text(f"{role} out", tokens_in=3, tokens_out=3,
+                                  when=for_role(tag, role))
+    fake_anthropic.reply_text("joined", tokens_in=4, tokens_out=4, when=editor)
+    crew_graph = [{"role": "planner", "model": "claude-sonnet-4-6",
+                   "instructions": f"You are the planner. [{tag}]"}]
+    crew_graph += [{"role": role, "model": "claude-sonnet-4-6", "after": ["planner"],
+                    "instructions": f"You are the {role}. [{tag}]"} for role in branches]
+    crew_graph.append({"role": "editor", "model": "claude-sonnet-4-6", "after": list(branches),
+                       "instructions": f"You are the editor. [{tag}]"})
+    workflow = await create_workflow(api, crew_graph)
+
+    workers: list[subprocess.Popen[bytes]] = []
+    with reaped(workers):
+        workers.append(start_worker_process(settings, tmp_path / "worker-1.log"))
+        try:
+            run = await trigger(api, workflow["id"], "Fan out.")
+
+            async def mid_fan_out() -> bool:
+                steps = (await get_run(api, run["id"]))["steps"]
+                a_done = any(s["role"] == "a" and s["output"] for s in steps)
+                return a_done and all(
+                    fake_anthropic.count(for_role(tag, r)) == 1 for r in ("b", "c"))
+
+            await eventually(mid_fan_out, within=60)
+            workers[0].kill()
+            workers[0].wait(timeout=10)
+            workers.append(start_worker_process(settings, tmp_path / "worker-2.log"))
+            done = await wait_for_status(api, run["id"], "completed", "failed", within=60)
+        finally:
+            never.set()
+    assert done["status"] == "completed", done["error"]
+    # What completed before the kill was not called again; the calls cut off were.
+    assert fake_anthropic.count(planner) == 1
+    assert fake_anthropic.count(for_role(tag, "a")) == 1
+    assert all(fake_anthropic.count(for_role(tag, r)) == 2 for r in ("b", "c"))
+    assert fake_anthropic.count(editor) == 1
+    assert done["output"] == "joined"
+    assert [s["role"] for s in done["steps"]] == ["planner", "a", "b", "c", "editor"]
+    assert (done["tokens_in"], done["tokens_out"]) == (1 + 2 + 6 + 4, 1 + 2 + 6 + 4)

@@ -48,6 +48,9 @@ SCENARIOS = {
 # Recorded since cancel, retry, pause ids and the blob store.
 LIFECYCLE = {"run_cancelled", "run_retried", "run_pause_ids", "run_big_outputs",
              "run_with_webhooks"}
+# Crew graphs: a fan-out and its join, two pauses open at once, a failed branch with its
+# sibling cancelled, and a retried fan-out (the retry's new execution).
+GRAPHS = {"graph_fan_out", "graph_two_pauses", "graph_failed_branch", "graph_retried"}
 # A crew definition created, patched, paused, resumed and deleted; one that ignored a
 # cancel request (Temporal UI or CLI) first.
 DEFINITIONS = {"definition_lifecycle", "definition_cancel_ignored"}
@@ -60,6 +63,7 @@ def test_there_are_histories_to_replay() -> None:
     assert SCENARIOS <= names
     assert {f"v1_{name}" for name in SCENARIOS} <= names
     assert LIFECYCLE <= names
+    assert GRAPHS <= names
     assert DEFINITIONS <= names
 
 
@@ -117,3 +121,30 @@ def test_a_retried_run_replays_through_its_reset() -> None:
     assert [e.workflow_task_failed_event_attributes.cause for e in failed_tasks] == [
         WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
     ]
+
+
+def _history_text(name: str) -> str:
+    return (FOLDER / f"{name}.json").read_text()
+
+
+def test_the_graph_histories_hold_what_they_are_named_for() -> None:
+    # Three branches scheduled in one workflow task (max_parallel 2 holds the third).
+    fan_out = load(FOLDER / "graph_fan_out.json").events
+    scheduled = [e for e in fan_out if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert len(scheduled) == 5
+    assert scheduled[1].activity_task_scheduled_event_attributes.workflow_task_completed_event_id \
+        == scheduled[2].activity_task_scheduled_event_attributes.workflow_task_completed_event_id
+    # Two updates answer two pauses that were open at once.
+    pauses = load(FOLDER / "graph_two_pauses.json").events
+    accepted = [e for e in pauses
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    assert len(accepted) == 2
+    # The failed branch's sibling was waiting for a person: its timer-less wait is
+    # cancelled without a command, and the run failed.
+    assert load(FOLDER / "graph_failed_branch.json").events[-1].event_type == \
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    # The retry is a new execution whose input carries the completed steps forward.
+    retried = load(FOLDER / "graph_retried.json").events
+    assert retried[0].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+    assert "retry_of" in retried[0].workflow_execution_started_event_attributes.memo.fields
+    assert retried[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED

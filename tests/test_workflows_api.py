@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from api.app import create_app
 from core.settings import Settings
+from core.types import MAX_AGENTS
 from tests.conftest import API_KEY, eventually
 from worker import build_worker
 
@@ -33,6 +34,7 @@ WORKFLOW_KEYS = [
     "human_in_the_loop",
     "tools",
     "webhooks",
+    "max_parallel",
     "created_at",
     "updated_at",
 ]
@@ -248,7 +250,7 @@ async def test_list_is_newest_first(api: httpx.AsyncClient) -> None:
 
 
 def _too_many_agents() -> list[dict[str, Any]]:
-    return [agent(f"r{i}") for i in range(21)]
+    return [agent(f"r{i}") for i in range(MAX_AGENTS + 1)]
 
 
 # (case id, body given a marker, substrings the message must contain)
@@ -259,7 +261,8 @@ INVALID_CREATES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("name-not-string", lambda m: spec(name=123, description=m), ("name",)),
     ("crew-empty", lambda m: spec(name=m, crew=[]), ("crew",)),
     ("crew-missing", lambda m: {"name": m}, ("crew",)),
-    ("crew-21", lambda m: spec(name=m, crew=_too_many_agents()), ("crew", "20")),
+    (f"crew-{MAX_AGENTS + 1}", lambda m: spec(name=m, crew=_too_many_agents()),
+     ("crew", str(MAX_AGENTS))),
     ("crew-string", lambda m: spec(name=m, crew="writer"), ("crew",)),
     ("crew-item-string", lambda m: spec(name=m, crew=["writer"]), ("crew",)),
     (

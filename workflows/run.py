@@ -151,9 +151,7 @@ class CrewRunWorkflow:
             for order in first:
                 self._spawn(order)
             try:
-                await workflow.wait_condition(
-                    lambda: self._failure is not None or not self._working
-                )
+                await self._follow_lanes()
             except asyncio.CancelledError:
                 await self._stop_lanes()
                 raise
@@ -162,6 +160,18 @@ class CrewRunWorkflow:
                 raise self._failure
         last = len(self._start.crew) - 1
         self._run.output = self._outputs[last][1] if last in self._outputs else None
+
+    async def _follow_lanes(self) -> None:
+        """Wait for the lanes to finish (or one to fail), publishing what they changed
+        in each workflow task where none of them published before it waits."""
+        while True:
+            await workflow.wait_condition(
+                lambda: self._failure is not None or not self._working
+                or self._publisher.unpublished
+            )
+            if self._failure is not None or not self._working:
+                return
+            self._publisher.flush()
 
     def _claim_ready(self) -> list[int]:
         """The agents that may start now, in crew order, within `max_parallel`."""

@@ -32,6 +32,11 @@ class RunPublisher:
         self.coalesce = True
         self._unpublished: dict[int, Step] | None = None
 
+    @property
+    def unpublished(self) -> bool:
+        """Whether changes wait for the next `flush`."""
+        return self._unpublished is not None
+
     def set_status(self, status: RunStatus, *changed: Step) -> None:
         """Change the run's status (and its search attribute, when it moves)."""
         if status != self._run.status:
