@@ -22,6 +22,7 @@ from tests.conftest import eventually, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
 from tests.helpers import create_workflow, get_run, trigger, wait_for_status
+from tests.test_inspection import current_details
 from worker import build_worker
 
 MODEL = "claude-sonnet-4-6"
@@ -229,7 +230,8 @@ async def test_max_parallel_bounds_the_agents_working_at_once(
 
 
 async def test_two_approvals_in_two_branches_answered_by_pause_id(
-    api: httpx.AsyncClient, mail_worker: Worker, fake_anthropic: FakeAnthropic, smtp: FakeSmtp
+    api: httpx.AsyncClient, mail_worker: Worker, fake_anthropic: FakeAnthropic, smtp: FakeSmtp,
+    temporal: Client,
 ) -> None:
     tag = unique_tag()
     emails = {
@@ -263,6 +265,11 @@ async def test_two_approvals_in_two_branches_answered_by_pause_id(
     # `pending` is the oldest pause, in the reference's shape.
     oldest = paused["pauses"][0]
     assert paused["pending"] == {k: v for k, v in oldest.items() if k not in ("step_id", "role")}
+    # The Temporal UI's current details show both, each with how to answer it.
+    details = await current_details(temporal, run_id)
+    assert details.count("**Waiting for a human: approval") == 2
+    assert all(f"--pause-id {p['id']}" in details for p in paused["pauses"])
+    assert "**Step 1 of 3**: left" in details and "**Step 2 of 3**: right" in details
 
     # Answer the newer one first: the run stays waiting on the other.
     newer = paused["pauses"][1]

@@ -10,6 +10,8 @@ classes, functions) are fine.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +67,16 @@ def test_workflow_modules_have_no_mutable_globals() -> None:
         "module-level mutable state is shared by every run in a worker; make it a tuple "
         f"or frozenset, or keep it on the workflow instance: {offenders}"
     )
+
+
+def test_the_api_loads_no_run_workflow_and_no_activity_module() -> None:
+    # The API names runs' types, messages and errors (core/contract.py); importing the
+    # run workflow would load the activity modules (the model SDK, smtplib) with it.
+    probe = (
+        "import sys, api.app; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('activities', 'anthropic', 'smtplib') "
+        "or m == 'workflows.run'))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert loaded == "[]"
