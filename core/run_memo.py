@@ -73,8 +73,8 @@ def graph_from_memo(memo: Mapping[str, Any]) -> Parents | None:
 
 def started_order(steps: Iterable[Step]) -> list[Step]:
     """Steps in the order they started; steps that started together by crew position."""
-    return sorted(steps, key=lambda step: (step.started_at is None, step.started_at or 0,
-                                           step.order))
+    return sorted(steps, key=lambda step: (
+        step.started_at.timestamp() if step.started_at else float("inf"), step.order))
 
 
 def run_from_memo(memo: Mapping[str, Any], *, with_steps: bool = True) -> Run | None:

@@ -85,7 +85,8 @@ class Agent(_Strict):
     max_tool_rounds: int = Field(default=DEFAULT_MAX_TOOL_ROUNDS, ge=1, le=100)
     # The earlier agents (by role) whose outputs this one needs. None: the agent just
     # before it (a chain, the reference's crew); []: none, it starts from the run input.
-    after: list[str] | None = Field(default=None, max_length=MAX_AGENTS)
+    after: list[str] | None = Field(default=None, max_length=MAX_AGENTS,
+                                    exclude_if=lambda value: value is None)
 
     @field_validator("model")
     @classmethod

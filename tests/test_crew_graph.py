@@ -466,3 +466,16 @@ async def test_retry_of_a_failed_fan_out_pays_for_nothing_twice(
     assert [(r["id"], r["status"]) for r in listed] == [(run_id, "completed")]
     # Tokens: every completed call once (b's lost call was never completed).
     assert done["tokens_in"] == 1 + 2 + 3 + 4 + 5 + 6
+
+
+async def test_a_retried_create_of_a_graph_returns_the_same_workflow(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    body = {"name": "graph", "crew": fan_out(unique_tag()), "max_parallel": 2}
+    headers = {"Idempotency-Key": f"graph-{unique_tag()}"}
+    first = await api.post("/v1/workflows", json=body, headers=headers)
+    again = await api.post("/v1/workflows", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert first.json()["data"]["id"] == again.json()["data"]["id"]
+    other = await api.post("/v1/workflows", json={**body, "max_parallel": 3}, headers=headers)
+    assert other.status_code == 409

@@ -180,7 +180,9 @@ class CrewRunWorkflow:
             if order not in self._started
             and all(parent in self._outputs for parent in self._parents[order])
         ]
-        claimed = ready[:max(self._start.max_parallel - len(self._working), 0)]
+        # At least one: a stored input is never validated again (core/types.py).
+        slots = max(self._start.max_parallel, 1)
+        claimed = ready[:max(slots - len(self._working), 0)]
         self._started.update(claimed)
         self._working.update(claimed)
         return claimed
