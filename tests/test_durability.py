@@ -7,6 +7,7 @@ import subprocess
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -146,7 +147,7 @@ async def test_sigkill_worker_mid_fan_out(
         fake_anthropic.reply_text(f"{role} out", tokens_in=3, tokens_out=3,
                                   when=for_role(tag, role))
     fake_anthropic.reply_text("joined", tokens_in=4, tokens_out=4, when=editor)
-    crew_graph = [{"role": "planner", "model": "claude-sonnet-4-6",
+    crew_graph: list[dict[str, Any]] = [{"role": "planner", "model": "claude-sonnet-4-6",
                    "instructions": f"You are the planner. [{tag}]"}]
     crew_graph += [{"role": role, "model": "claude-sonnet-4-6", "after": ["planner"],
                     "instructions": f"You are the {role}. [{tag}]"} for role in branches]
