@@ -479,3 +479,27 @@ async def test_a_retried_create_of_a_graph_returns_the_same_workflow(
     assert first.json()["data"]["id"] == again.json()["data"]["id"]
     other = await api.post("/v1/workflows", json={**body, "max_parallel": 3}, headers=headers)
     assert other.status_code == 409
+
+
+async def test_a_run_terminated_while_two_branches_wait_shows_no_open_pause(
+    api: httpx.AsyncClient, worker: Worker, fake_anthropic: FakeAnthropic, temporal: Client
+) -> None:
+    tag = unique_tag()
+    for role in ("p", "q"):
+        fake_anthropic.reply_tool_use("ask_human", {"question": f"{role}?"},
+                                      when=for_role(tag, role))
+    workflow = await create_workflow(
+        api, [agent("p", tag, []), agent("q", tag, [])],
+        human_in_the_loop={"allow_input_requests": True})
+    run_id = (await trigger(api, workflow["id"], "Ask."))["id"]
+
+    async def both_paused() -> bool:
+        return len((await get_run(api, run_id))["pauses"]) == 2
+
+    await eventually(both_paused, within=30)
+    await temporal.get_workflow_handle(run_id).terminate(reason="stuck")
+    ended = await wait_for_status(api, run_id, "failed")
+    assert (ended["pending"], ended["pauses"]) == (None, [])
+    assert ended["error"] == "Terminated in Temporal: stuck"
+    listed = (await api.get(f"/v1/workflows/{workflow['id']}/runs")).json()["data"]
+    assert listed[0]["pauses"] == []

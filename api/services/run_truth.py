@@ -42,6 +42,7 @@ async def reconcile(
 def closed_as(run: Run, event: HistoryEvent | None, close_time: datetime | None) -> Run:
     """`run` (unfinished in its memo) as its execution's close `event` ended it."""
     run.pending = None
+    run.pauses = []
     run.finished_at = truncate_to_millis(close_time) if close_time else None
     kind = event.event_type if event is not None else None
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
