@@ -31,6 +31,8 @@ SERVER_REQUIRES = [
     "jsonschema>=4.20",
     # Resolves `$ref`s in custom tool schemas when a workflow is created.
     "referencing>=0.30",
+    # The 2020-12 meta-schema the tool schema checker flattens (core/tool_schema.py).
+    "jsonschema-specifications>=2023.3",
     # The dev stack's local mail sink (core/outbox.py); tests use it as a real SMTP server.
     "aiosmtpd>=1.4",
     # Traces over OTLP/HTTP when OTEL_* ask for them (core/tracing.py); imported only then.

@@ -16,7 +16,9 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
@@ -27,6 +29,10 @@ _NONCE_BYTES = 12
 
 class EncryptionKeyError(ValueError):
     """A configured key is unusable, or a payload names a key this process lacks."""
+
+
+class UndecryptablePayload(ValueError):
+    """A payload marked encrypted that its key does not open: corrupt or cut short."""
 
 
 def key_id(key: bytes) -> str:
@@ -63,16 +69,24 @@ class EncryptionCodec(PayloadCodec):
             if payload.metadata.get("encoding") != ENCODING:
                 decoded.append(payload)
                 continue
-            name = payload.metadata.get(KEY_ID, b"").decode()
+            name = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
             cipher = self._ciphers.get(name)
             if cipher is None:
                 raise EncryptionKeyError(
-                    f"a payload is encrypted with key {name!r}, which is not among "
+                    f"a payload is encrypted with key {name[:40]!r}, which is not among "
                     "LOOPLLAMA_ENCRYPTION_KEY's keys; add it back (keys rotate by listing "
                     "the new one first and keeping the old ones)"
                 )
             data = payload.data
             plain = Payload()
-            plain.ParseFromString(cipher.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], None))
+            try:
+                plain.ParseFromString(
+                    cipher.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], None)
+                )
+            except (InvalidTag, ValueError, DecodeError):
+                raise UndecryptablePayload(
+                    f"a payload encrypted with key {name[:40]!r} does not decrypt with it: its "
+                    "data is corrupt or cut short"
+                ) from None
             decoded.append(plain)
         return decoded

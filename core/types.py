@@ -11,8 +11,6 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,12 +20,10 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from referencing import Registry
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
 
 from core.crew_graph import after_problem
 from core.timefmt import format_timestamp
+from core.tool_schema import tool_schema_problem, tools_size_problem
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, when_used="json")]
 
@@ -55,9 +51,10 @@ def model_is_routable(model: str) -> bool:
 
 
 class _Strict(BaseModel):
-    """Request bodies: unknown fields are an error, not silently dropped."""
+    """Request bodies: unknown fields are an error, not silently dropped, and values are
+    never coerced (`true` or `"10"` is not an integer, `"yes"` is not a boolean)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Stored(BaseModel):
@@ -124,50 +121,10 @@ class CustomTool(_Strict):
     @field_validator("input_schema")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value.get("type") != "object":
-            raise ValueError('input_schema must be a JSON schema with "type": "object"')
-        try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as err:
-            raise ValueError(f"input_schema is not a valid JSON schema: {err.message}") from None
-        problem = unresolvable_ref(value)
+        problem = tool_schema_problem(value)
         if problem is not None:
-            raise ValueError(f"input_schema: {problem}")
+            raise ValueError(problem)
         return value
-
-
-_SCHEMA_BASE = "urn:loopllama:tool-input-schema"
-
-
-def unresolvable_ref(schema: dict[str, Any]) -> str | None:
-    """Why a `$ref` in `schema` cannot be followed, or None when all of them can.
-
-    Only references inside the schema itself are allowed: a remote one would be fetched
-    (or fail) at the first tool call, inside a running run.
-    """
-    resolver = Registry().with_resource(
-        _SCHEMA_BASE, DRAFT202012.create_resource(schema)
-    ).resolver(base_uri=_SCHEMA_BASE)
-    for ref in _refs(schema):
-        if not ref.startswith("#"):
-            return (
-                f"$ref {ref!r} points outside the schema; only references inside it "
-                "(such as '#/$defs/address') are allowed"
-            )
-        try:
-            resolver.lookup(ref)
-        except Unresolvable:
-            return f"$ref {ref!r} does not resolve inside the schema; define its target"
-    return None
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, list):
-        return [ref for item in node for ref in _refs(item)]
-    if not isinstance(node, dict):
-        return []
-    found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-    return found + [ref for value in node.values() for ref in _refs(value)]
 
 
 # What a run tells its watchers (GET /v1/runs/{id}/events) and its webhooks.
@@ -203,7 +160,20 @@ class HumanInTheLoop(_Strict):
     input_timeout_seconds: int | None = Field(default=None, ge=1, le=31_536_000)
 
 
-class WorkflowSpec(_Strict):
+class _WithTools(_Strict):
+    """A body that may declare custom tools: their schemas are bounded as a whole before
+    any one of them is checked."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tools_not_too_large(cls, data: Any) -> Any:
+        problem = tools_size_problem(data.get("tools")) if isinstance(data, dict) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+
+class WorkflowSpec(_WithTools):
     """The editable part of a workflow: the body of `POST /v1/workflows`."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -212,7 +182,7 @@ class WorkflowSpec(_Strict):
     human_in_the_loop: HumanInTheLoop = Field(default_factory=HumanInTheLoop)
     tools: list[CustomTool] = Field(default_factory=list, max_length=32)
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
-    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL, strict=True)
+    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -249,7 +219,7 @@ class WorkflowSpec(_Strict):
         return self
 
 
-class WorkflowPatch(_Strict):
+class WorkflowPatch(_WithTools):
     """The body of `PATCH /v1/workflows/{id}`: any subset of the spec's fields."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -258,7 +228,7 @@ class WorkflowPatch(_Strict):
     human_in_the_loop: HumanInTheLoop | None = None
     tools: list[CustomTool] | None = Field(default=None, max_length=32)
     webhooks: list[Webhook] | None = Field(default=None, max_length=MAX_WEBHOOKS)
-    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL, strict=True)
+    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -512,6 +482,11 @@ def answered_pause(pauses: list[Pending], answer: Answer) -> Pending | None:
 
 def stale_answer(pauses: list[Pending], answer: Answer) -> str:
     """What to say (a 409) when the pause `answer` names is not open."""
+    if not pauses:
+        return (
+            f"That pause was already answered: pause_id {answer.pause_id!r} is closed and "
+            "the run has no other open pause. GET the run to see its state."
+        )
     open_ids = ", ".join(repr(pause.id) for pause in pauses)
     return (
         f"That pause was already answered: pause_id {answer.pause_id!r} is not one of the "

@@ -20,15 +20,17 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Body, Cookie, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from google.protobuf.json_format import MessageToDict, ParseDict
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from api.auth import key_problem
+from api.body_guard import JsonBodyRoute
 from api.errors import ApiError, BadRequest
 from api.schemas import ErrorEnvelope
+from core.encryption import EncryptionKeyError, UndecryptablePayload
 from core.settings import Secret
 
-router = APIRouter(prefix="/codec", tags=["codec"])
+router = APIRouter(prefix="/codec", tags=["codec"], route_class=JsonBodyRoute)
 
 COOKIE = "loopllama_codec"
 _LOGIN_FORM = """<!doctype html><title>LoopLlama codec</title>
@@ -81,9 +83,23 @@ async def _transform(request: Request, body: dict[str, Any], authorization: str 
     codec: PayloadCodec | None = request.app.state.codec
     result = list(payloads.payloads)
     if codec is not None:
-        result = await (codec.encode(result) if encode else codec.decode(result))
+        result = await (codec.encode(result) if encode else _decode(codec, result))
     answer = MessageToDict(Payloads(payloads=result))
     return _cors(request, JSONResponse({"payloads": answer.get("payloads", [])}))
+
+
+async def _decode(codec: PayloadCodec, payloads: list[Payload]) -> list[Payload]:
+    """Each payload decrypted, or 400 naming the first one that cannot be."""
+    decoded = []
+    for index, payload in enumerate(payloads):
+        try:
+            decoded.extend(await codec.decode([payload]))
+        except (EncryptionKeyError, UndecryptablePayload) as err:
+            raise BadRequest(
+                f"payloads.{index} cannot be decoded: {err}. Send payloads as this "
+                "deployment's Temporal stored them."
+            ) from None
+    return decoded
 
 
 Authorization = Annotated[str | None, Header()]

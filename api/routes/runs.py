@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from api.body_guard import JsonBodyRoute
 from api.deps import EventHubDep, IdempotencyKey, RunsDep
 from api.errors import BadRequest
 from api.schemas import (
@@ -19,7 +21,7 @@ from api.schemas import (
 )
 from core.types import RespondRequest, TriggerRequest
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=JsonBodyRoute)
 
 
 @router.post(
@@ -87,6 +89,21 @@ async def retry_run(run_id: str, runs: RunsDep) -> JSONResponse:
 
 # A comment line this often keeps proxies and clients from timing out an idle stream.
 KEEPALIVE_SECONDS = 10.0
+# Event ids are 1, 2, 3, ... per run: 18 digits is more than any run reaches.
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _event_id(header: str) -> int:
+    """The event id a `Last-Event-ID` header names, or 400 saying what to send."""
+    value = header.strip()
+    if _EVENT_ID.fullmatch(value) is None:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise BadRequest(
+            "Last-Event-ID must be the id of an event of this run as the stream sent it: "
+            f"digits 0-9 only, at most 18 of them, such as '12'; got {shown!r}. Leave the "
+            "header out to replay the run from its first event."
+        )
+    return int(value)
 
 
 @router.get(
@@ -108,12 +125,7 @@ async def run_events(
     """
     after = 0
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise BadRequest(
-                f"Last-Event-ID must be the id of an event of this run (an integer), got "
-                f"{last_event_id!r}."
-            )
-        after = int(last_event_id)
+        after = _event_id(last_event_id)
     execution = await runs.current_execution(run_id)
 
     async def stream() -> AsyncIterator[str]:

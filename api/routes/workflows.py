@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api.body_guard import JsonBodyRoute
 from api.deps import DefinitionsDep, IdempotencyKey
 from api.schemas import (
     WebhookSecretEnvelope,
@@ -16,7 +17,7 @@ from api.schemas import (
 )
 from core.types import WorkflowPatch, WorkflowSpec
 
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
 
 def _data(payload: object, status_code: int = 200) -> JSONResponse:
