@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from activities.expected_failures import ExpectedFailures
 from activities.registry import build_activities, model_activities
 from core.contract import RUN_WORKFLOW_TYPE
-from core.logs import StepContext
+from core.logs import StepContext, secret_values
 from core.settings import Settings
 from core.tracing import Tracing
 from core.worker_metrics import RunFinishes
@@ -37,7 +37,8 @@ def build_worker(client: Client, settings: Settings, *, task_queue: str | None =
         plugins=[activities.plugin()],
         interceptors=[
             # StepContext first (outermost), so every log line of a tool call has its step.
-            StepContext(), ExpectedFailures(), RunFinishes(RUN_WORKFLOW_TYPE),
+            StepContext(), ExpectedFailures(secret_values(settings)),
+            RunFinishes(RUN_WORKFLOW_TYPE),
             *(tracing.worker_interceptors(client) if tracing else ()),
         ],
         # Give in-flight model calls a moment to finish on Ctrl-C; anything cut off is
@@ -66,7 +67,7 @@ def build_model_workers(client: Client, settings: Settings) -> list[Worker]:
             plugins=[activities.plugin()],
             max_task_queue_activities_per_second=per_second,
             max_activities_per_second=per_second,
-            interceptors=[ExpectedFailures()],
+            interceptors=[ExpectedFailures(secret_values(settings))],
             graceful_shutdown_timeout=timedelta(seconds=5),
         ))
     return workers

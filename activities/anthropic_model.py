@@ -27,11 +27,13 @@ workflow histories hold the provider-neutral request and replay is unaffected.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 import anthropic
 from temporalio import activity
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
@@ -39,8 +41,10 @@ from core.contract import (
     ANTHROPIC_MESSAGES,
     MODEL_NOT_CONFIGURED,
     MODEL_REJECTED,
+    MODEL_REPLY_UNUSABLE,
     MODEL_UNAVAILABLE,
 )
+from core.redaction import redact
 from core.tracing import annotate_model_call, annotate_model_usage
 from core.types import ModelRequest, ModelResponse
 from core.worker_metrics import record_model_call
@@ -49,6 +53,13 @@ from core.worker_metrics import record_model_call
 RETRYABLE = MODEL_UNAVAILABLE
 REJECTED = MODEL_REJECTED
 NOT_CONFIGURED = MODEL_NOT_CONFIGURED
+REPLY_UNUSABLE = MODEL_REPLY_UNUSABLE
+
+# How deeply a reply's content may nest (lists and objects). Temporal's payload converter
+# serializes about 250 levels and parses back 200 of a whole payload, and a reply travels
+# on inside deeper payloads (the next request's messages, a retried run's input, the
+# memo): 100 leaves room for those, and no tool input a schema describes comes near it.
+MAX_REPLY_DEPTH = 100
 
 _MAX_RETRY_AFTER = timedelta(minutes=5)
 
@@ -65,14 +76,18 @@ class AnthropicModel:
     """Calls Claude through one async client per worker.
 
     The client's own retries are off: Temporal retries the activity with backoff, so every
-    attempt is visible in the run's history and the UI.
+    attempt is visible in the run's history and the UI. `secrets` (the worker's configured
+    secrets, core/redaction.py) are redacted from the API's error messages, which become
+    the run's `error`, its events and its webhooks.
     """
 
     def __init__(
-        self, client: anthropic.AsyncAnthropic | None, *, prompt_cache: bool = True
+        self, client: anthropic.AsyncAnthropic | None, *, prompt_cache: bool = True,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._client = client
         self._prompt_cache = prompt_cache
+        self._secrets = secrets
 
     @activity.defn(name=ANTHROPIC_MESSAGES)
     async def call(self, request: ModelRequest) -> ModelResponse:
@@ -99,7 +114,43 @@ class AnthropicModel:
             ) from None
         except anthropic.APIStatusError as err:
             record_model_call(request.model, started, error_class=type(err).__name__)
-            raise classify_status_error(err) from None
+            raise classify_status_error(err, self._secrets) from None
+        except (anthropic.APIResponseValidationError, RecursionError) as err:
+            # An answer the SDK cannot read (a reply nested past what its JSON parser
+            # takes, or not a Messages reply): the same answer fails the same way.
+            record_model_call(request.model, started, error_class=REPLY_UNUSABLE)
+            raise unusable_reply(f"the SDK cannot read it ({type(err).__name__})") from None
+        try:
+            response = model_response(message)
+        except ApplicationError:
+            record_model_call(request.model, started, error_class=REPLY_UNUSABLE)
+            raise
+        annotate_model_usage(response)
+        record_model_call(request.model, started, tokens={
+            "input": response.tokens_in, "output": response.tokens_out,
+            "cache_read": response.tokens_in_cached,
+            "cache_write": response.tokens_in_cache_write})
+        return response
+
+
+def model_response(message: anthropic.types.Message) -> ModelResponse:
+    """The run's view of a Messages reply, checked to travel through Temporal.
+
+    A reply that cannot be stored as the activity's result (a tool input nested past what
+    the payload converter serializes or parses, a reply that is not a Messages reply)
+    would fail the same way on every attempt, each one billed: it fails at once,
+    non-retryable (`MODEL_REPLY_UNUSABLE`), saying why.
+    """
+    for block in message.content:
+        tool_input = getattr(block, "input", None)
+        depth = nesting(tool_input, MAX_REPLY_DEPTH)
+        if depth > MAX_REPLY_DEPTH:
+            name = repr(getattr(block, "name", "?"))[:80]
+            raise unusable_reply(
+                f"its input for the tool {name} is nested more than {MAX_REPLY_DEPTH} "
+                "levels deep, more than a run can store; give the tool a flatter "
+                "input_schema, or ask for flatter input in the agent's instructions")
+    try:
         usage = message.usage
         # The API's input_tokens leaves out what was written to or read from the cache;
         # tokens_in counts every input token the model read, so totals stay comparable
@@ -107,18 +158,69 @@ class AnthropicModel:
         written = usage.cache_creation_input_tokens or 0
         read = usage.cache_read_input_tokens or 0
         response = ModelResponse(
-            content=[block.model_dump(mode="json", exclude_none=True) for block in message.content],
+            content=[block.model_dump(mode="json", exclude_none=True)
+                     for block in message.content],
             stop_reason=message.stop_reason,
             tokens_in=usage.input_tokens + written + read,
             tokens_out=usage.output_tokens,
             tokens_in_cached=read,
             tokens_in_cache_write=written,
         )
-        annotate_model_usage(response)
-        record_model_call(request.model, started, tokens={
-            "input": response.tokens_in, "output": response.tokens_out,
-            "cache_read": read, "cache_write": written})
-        return response
+    except Exception as err:  # noqa: BLE001 - whatever it is, this reply cannot be used
+        raise unusable_reply(
+            f"it is not a Messages API reply this worker can read ({type(err).__name__})"
+        ) from None
+    # The content list and a block hold a tool's input: two levels more.
+    if nesting(response.content, MAX_REPLY_DEPTH + 2) > MAX_REPLY_DEPTH + 2:
+        raise unusable_reply(
+            f"its content is nested more than {MAX_REPLY_DEPTH} levels deep, more than a "
+            "run can store")
+    check_storable(response)
+    return response
+
+
+def check_storable(response: ModelResponse) -> None:
+    """Raise `unusable_reply` unless the worker's payload converter (LoopLlama's, outside
+    a worker) both writes `response` and reads it back, as the workflow will."""
+    converter = (activity.payload_converter() if activity.in_activity()
+                 else pydantic_data_converter.payload_converter)
+    try:
+        payloads = converter.to_payloads([response])
+        converter.from_payloads(payloads, [ModelResponse])
+    except Exception as err:  # noqa: BLE001 - any failure here fails every attempt alike
+        raise unusable_reply(
+            f"Temporal's payload converter cannot carry it ({type(err).__name__})"
+        ) from None
+
+
+def unusable_reply(why: str) -> ApplicationError:
+    """The non-retryable failure for a reply the run cannot take, saying `why`."""
+    return ApplicationError(
+        f"The model's reply cannot be used: {why}. Not retried: the same reply would fail "
+        "the same way.",
+        type=REPLY_UNUSABLE,
+        non_retryable=True,
+    )
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in `value` (a scalar is 0, `{}` is 1), counted
+    without recursion; stops looking once past `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def messages_kwargs(request: ModelRequest, *, prompt_cache: bool) -> dict[str, Any]:
@@ -197,9 +299,15 @@ def is_retryable_status(status: int) -> bool:
     return status in _PASSING_STATUSES or 500 <= status <= 599
 
 
-def classify_status_error(err: anthropic.APIStatusError) -> ApplicationError:
-    """Rate limits, overload and 5xx pass with time; other statuses need a change."""
-    detail = _error_message(err)
+def classify_status_error(err: anthropic.APIStatusError,
+                          secrets: tuple[str, ...] = ()) -> ApplicationError:
+    """Rate limits, overload and 5xx pass with time; other statuses need a change.
+
+    The API's own message is kept (it says what to change), redacted of `secrets` and of
+    anything shaped like a credential: a gateway or a local server may repeat the key it
+    was sent, and the message becomes the run's error, its events and its webhooks.
+    """
+    detail = redact(_error_message(err), secrets)[:500]
     if is_retryable_status(err.status_code):
         return ApplicationError(
             f"The model API answered {err.status_code} ({detail})",
@@ -223,7 +331,8 @@ def _error_message(err: anthropic.APIStatusError) -> str:
     body = err.body if isinstance(err.body, dict) else {}
     inner = body.get("error") if isinstance(body.get("error"), dict) else body
     message = inner.get("message") if isinstance(inner, dict) else None
-    return str(message or err.message)[:500]
+    # Redacted whole before it is cut, so no cut leaves part of a key behind.
+    return str(message or err.message)
 
 
 def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:

@@ -5,6 +5,10 @@ request the model API refused, a receiver that is down); Temporal retries it or 
 run reports it. The SDK would log each one at WARNING with a full traceback. This
 interceptor logs one line instead and marks the failure benign; any other exception
 keeps the SDK's traceback, because that one is a bug.
+
+The message goes on to become a run's `error`, its events and its webhooks (or a tool
+result the model reads), so it leaves redacted (core/redaction.py) of `secrets` and of
+anything shaped like a credential, whichever activity raised it.
 """
 
 from __future__ import annotations
@@ -19,29 +23,40 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from core.redaction import redact
+
 
 class ExpectedFailures(Interceptor):
-    """Worker interceptor: one warning line per deliberate activity failure."""
+    """Worker interceptor: one warning line per deliberate activity failure, its message
+    redacted of `secrets` (the worker's configured secrets) and credential shapes."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        self._secrets = secrets
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap every activity."""
-        return _OneLine(next)
+        return _OneLine(next, self._secrets)
 
 
 class _OneLine(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, secrets: tuple[str, ...]) -> None:
+        super().__init__(next)
+        self._secrets = secrets
+
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await super().execute_activity(input)
         except ApplicationError as err:
             if err.category == ApplicationErrorCategory.BENIGN:
                 raise
+            message = redact(err.message, self._secrets)
             info = activity.info()
             activity.logger.warning(
                 "%s failed (attempt %d): %s [%s]", info.activity_type, info.attempt,
-                err.message.replace("\n", " "), err.type or "ApplicationError",
+                message.replace("\n", " "), err.type or "ApplicationError",
             )
             raise ApplicationError(
-                err.message, *err.details, type=err.type, non_retryable=err.non_retryable,
+                message, *err.details, type=err.type, non_retryable=err.non_retryable,
                 next_retry_delay=err.next_retry_delay,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None

@@ -17,6 +17,7 @@ from activities.email_tool import EmailTool, SmtpConfig
 from activities.http_tools import HttpTools, tool_http_client
 from activities.offline_model import offline_messages
 from activities.webhooks import WebhookSender
+from core.redaction import secret_values
 from core.settings import Settings
 
 # A model call may take minutes; a model API that does not answer a connect is down.
@@ -82,7 +83,8 @@ class ActivitySet:
 def model_activities(settings: Settings) -> ActivitySet:
     """The model calls (Claude and the offline model)."""
     client = anthropic_client(settings)
-    model = AnthropicModel(client, prompt_cache=settings.prompt_cache)
+    model = AnthropicModel(client, prompt_cache=settings.prompt_cache,
+                           secrets=secret_values(settings))
     return ActivitySet([model.call, offline_messages], client)
 
 

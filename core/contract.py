@@ -25,6 +25,9 @@ WRONG_ANSWER = "AnswerDoesNotFit"
 MODEL_UNAVAILABLE = "ModelUnavailable"
 MODEL_REJECTED = "ModelRequestRejected"
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
+# The model answered, but with a reply a run cannot take (nested past what Temporal's
+# payloads carry, or not a reply at all): the same on every attempt, so never retried.
+MODEL_REPLY_UNUSABLE = "ModelReplyUnusable"
 
 # Activity names: the `@activity.defn(name=...)` of each activity, and what workflows
 # schedule by name (workflows/activity_calls.py).

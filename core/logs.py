@@ -16,8 +16,9 @@ fields (and the SDK then stops appending it to the message). `step` (1-based, as
 `StepContext` worker interceptor.
 
 What never appears: a configured secret (API keys, the Anthropic key, the SMTP URL and
-its password, the webhook key) is replaced by `[redacted]` in every line, in both
-formats. Prompts and outputs appear only with `LOOPLLAMA_LOG_LEVEL=debug`: nothing
+its password, the webhook key), or anything shaped like a credential (`Bearer …`,
+`sk-…`, `x-api-key: …`; core/redaction.py), is replaced by `[redacted]` in every line,
+in both formats. Prompts and outputs appear only with `LOOPLLAMA_LOG_LEVEL=debug`: nothing
 LoopLlama logs at `info` carries them, and the libraries that would (the Temporal SDK
 dumping workflow activations, the Anthropic client dumping requests, httpx) log them
 only at debug.
@@ -29,10 +30,9 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from temporalio import activity, workflow
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
@@ -43,12 +43,16 @@ from temporalio.worker import (
 )
 
 from core.ids import RUN_PREFIX, looks_like
-from core.settings import Secret, Settings
+from core.redaction import REDACTED, redact, secret_values
+from core.settings import Settings
+
+__all__ = [
+    "CORE_LOGGER", "REDACTED", "TEXT_FORMAT", "JsonFormatter", "StepContext", "TextFormatter",
+    "configure_logging", "core_logging", "loopllama_run_id", "redact", "secret_values",
+    "temporal_fields",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-REDACTED = "[redacted]"
-# Shorter "secrets" would redact ordinary words; no real key is this short.
-_MIN_REDACTED_LENGTH = 8
 # Chatty at info (one line per HTTP request or SMTP command); shown at debug only.
 _QUIET_BELOW_DEBUG = ("httpx", "httpx2", "httpcore", "mail.log")
 # Where the Temporal Core (Rust) logs go when forwarded into Python logging.
@@ -93,30 +97,6 @@ def core_logging(settings: Settings) -> LoggingConfig | None:
         filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
     )
-
-
-def secret_values(settings: Settings) -> tuple[str, ...]:
-    """Every configured secret string that must never reach a log line."""
-    found: list[Secret] = [*settings.api_keys]
-    found += [s for s in (settings.anthropic_api_key, settings.webhook_key) if s is not None]
-    found += settings.encryption_keys
-    values = [secret.value for secret in found]
-    if settings.smtp_url is not None:
-        values.append(settings.smtp_url.value)
-        password = urlsplit(settings.smtp_url.value).password
-        if password:
-            values.append(password)
-    # Longest first, so a secret containing another is redacted whole.
-    return tuple(sorted({v for v in values if len(v) >= _MIN_REDACTED_LENGTH},
-                        key=len, reverse=True))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by `[redacted]`."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 class TextFormatter(logging.Formatter):

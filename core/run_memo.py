@@ -9,6 +9,7 @@ output once per later step.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +24,15 @@ GRAPH_KEY = "graph"
 RETRY_OF_KEY = "retry_of"
 _PROGRESS_PREFIX = "progress."
 _STEP_PREFIX = "step."
+# What a memo that is not a run's may fail with while it is read as one (wrong types,
+# missing fields, step or graph entries that point nowhere).
+_MALFORMED = (ValueError, TypeError, LookupError, RecursionError)
+
+log = logging.getLogger("loopllama.api")
+
+
+class UnreadableRun(ValueError):
+    """A memo that does not describe a run; the message says why, without its contents."""
 
 
 def step_key(order: int) -> str:
@@ -78,10 +88,29 @@ def started_order(steps: Iterable[Step]) -> list[Step]:
 
 
 def run_from_memo(memo: Mapping[str, Any], *, with_steps: bool = True) -> Run | None:
-    """The run a memo describes, or None when it is not a run's memo."""
-    header = memo.get(RUN_KEY)
-    if not isinstance(header, dict):
+    """The run a memo describes, or None when it does not describe one (an execution
+    started in Temporal by hand, say): logged, and read as if there were no run."""
+    try:
+        return read_run(memo, with_steps=with_steps)
+    except UnreadableRun as err:
+        log.warning("Read a memo that is not a run's as none: %s.", err)
         return None
+
+
+def read_run(memo: Mapping[str, Any], *, with_steps: bool = True) -> Run:
+    """The run a memo describes; `UnreadableRun` when it does not describe one."""
+    header = memo.get(RUN_KEY)
+    if header is None:
+        raise UnreadableRun(f"it has no {RUN_KEY!r} entry")
+    if not isinstance(header, dict):
+        raise UnreadableRun(f"its {RUN_KEY!r} entry is a {type(header).__name__}, not an object")
+    try:
+        return _run(header, memo, with_steps)
+    except _MALFORMED as err:
+        raise UnreadableRun(f"it is not a run's memo ({type(err).__name__})") from None
+
+
+def _run(header: dict[str, Any], memo: Mapping[str, Any], with_steps: bool) -> Run:
     run = Run.model_validate(header)
     if not with_steps:
         return run

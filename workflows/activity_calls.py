@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         HTTP_REQUEST,
         MODEL_NOT_CONFIGURED,
         MODEL_REJECTED,
+        MODEL_REPLY_UNUSABLE,
         OFFLINE_MESSAGES,
         SEND_EMAIL,
     )
@@ -49,7 +50,7 @@ MODEL_CALL = CallOptions(
         backoff_coefficient=2.0,
         maximum_interval=timedelta(seconds=60),
         maximum_attempts=10,
-        non_retryable_error_types=[MODEL_REJECTED, MODEL_NOT_CONFIGURED],
+        non_retryable_error_types=[MODEL_REJECTED, MODEL_NOT_CONFIGURED, MODEL_REPLY_UNUSABLE],
     ),
 )
 # Tool calls act on the world: a few retries for passing failures (with the same

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -23,9 +24,11 @@ from api.errors import BadRequest, Conflict, NotFound
 from api.services.temporal_calls import (
     UPDATE_TIMEOUT,
     apply_update,
-    decode_or_skip,
+    decode_rows,
     describe_or_none,
     is_running,
+    left_out,
+    list_page,
     start_once,
     wait_until_listed,
 )
@@ -35,6 +38,7 @@ from core.settings import Secret
 from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
 from core.types import (
+    CustomTool,
     DefinitionChange,
     Webhook,
     Workflow,
@@ -54,6 +58,11 @@ from workflows.definition import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("loopllama.api")
+
+# Definitions per page of the workflow list's listing.
+LIST_PAGE_SIZE = 1000
 
 _NO_WEBHOOK_KEY = (
     "Webhooks need LOOPLLAMA_WEBHOOK_KEY (at least 32 random characters), the same on the "
@@ -77,6 +86,7 @@ class Definitions:
         first attempt created instead of creating another.
         """
         await self._check_webhooks(spec.webhooks)
+        await self._check_tools(spec.tools)
         workflow_id = new_id(WORKFLOW_PREFIX)
         if idempotency_key is not None:
             workflow_id = id_for_key(WORKFLOW_PREFIX, "workflows", idempotency_key)
@@ -153,6 +163,16 @@ class Definitions:
             except DestinationRefused as refused:
                 raise BadRequest(f"webhooks.{index}.url: {refused}.") from None
 
+    async def _check_tools(self, tools: list[CustomTool]) -> None:
+        """400 naming the first custom tool whose endpoint may not be called, by the
+        rules webhooks follow (the worker checks again, and connects only to the address
+        it checked)."""
+        for index, tool in enumerate(tools):
+            try:
+                await check_declared_url(tool.url, self._allowlist)
+            except DestinationRefused as refused:
+                raise BadRequest(f"tools.{index}.url (tool {tool.name!r}): {refused}.") from None
+
     async def list(self) -> list[Workflow]:
         """Every live definition, newest first: one visibility listing, whose rows carry
         the memo each definition publishes (no describe per definition).
@@ -161,14 +181,28 @@ class Definitions:
         current.
         """
         query = f"WorkflowType = '{DEFINITION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
+        rows, token = await list_page(self._client, query, LIST_PAGE_SIZE)
+        entries = []
+        while True:
+            for row in rows:
+                workflow_id = row.execution.workflow_id
+                payload = row.memo.fields.get(MEMO_KEY)
+                if payload is None:
+                    left_out(workflow_id, f"its memo has no {MEMO_KEY!r} entry")
+                else:
+                    entries.append((workflow_id, payload))
+            if not token:
+                break
+            rows, token = await list_page(self._client, query, LIST_PAGE_SIZE, token)
         definitions: list[Workflow] = []
-        async for row in self._client.list_workflows(query):
-            payload = row.raw_info.memo.fields.get(MEMO_KEY)
-            if payload is None:
-                continue
-            data = await decode_or_skip(self._client, payload, row.id)
-            if isinstance(data, dict):
-                definitions.append(Workflow.model_validate(data))
+        for (workflow_id, _), data in zip(entries, await decode_rows(self._client, entries),
+                                          strict=True):
+            if data is None:
+                continue  # undecodable; decode_rows said so
+            try:
+                definitions.append(_read_definition(data, workflow_id))
+            except UnreadableDefinition as err:
+                left_out(workflow_id, str(err))
         definitions.sort(key=lambda d: (d.created_at, d.id), reverse=True)
         return definitions
 
@@ -176,6 +210,8 @@ class Definitions:
         """Apply a partial edit; runs already started keep their snapshot."""
         if patch.webhooks:
             await self._check_webhooks(patch.webhooks)
+        if patch.tools:
+            await self._check_tools(patch.tools)
         handle = await self._live_handle(workflow_id)
         return await self._apply(workflow_id, handle.execute_update(
             CrewDefinitionWorkflow.change, DefinitionChange.model_validate(patch.model_dump()),
@@ -224,18 +260,53 @@ class Definitions:
         )
 
 
+class UnreadableDefinition(ValueError):
+    """A memo that does not describe a definition; the message says why, without its
+    contents."""
+
+
+def _read_definition(data: Any, workflow_id: str) -> Workflow:
+    """The definition an entity's memo entry describes, or `UnreadableDefinition`: an
+    execution started in Temporal by hand may publish anything, and what it publishes
+    must not fail a read or a list."""
+    if not looks_like(WORKFLOW_PREFIX, workflow_id):
+        raise UnreadableDefinition("it is not a LoopLlama workflow id")
+    if not isinstance(data, dict):
+        raise UnreadableDefinition(
+            f"its {MEMO_KEY!r} entry is a {type(data).__name__}, not an object")
+    try:
+        definition = Workflow.model_validate(data)
+    except (ValueError, TypeError, LookupError, RecursionError) as err:
+        raise UnreadableDefinition(
+            f"its memo is not a definition's ({type(err).__name__})") from None
+    if definition.id != workflow_id:
+        raise UnreadableDefinition("its memo describes another workflow")
+    if definition.created_at.tzinfo is None:
+        # LoopLlama writes UTC times; one without a zone would not sort with the others.
+        raise UnreadableDefinition("its memo's created_at has no time zone")
+    return definition
+
+
 async def _definition(
     description: WorkflowExecutionDescription | None,
 ) -> tuple[Workflow, int] | None:
     """The definition a running entity publishes and its webhook secret's generation;
-    None once it has ended."""
+    None once it has ended, or when what it publishes cannot be read (logged)."""
     if description is None or not is_running(description):
         return None
-    memo = await description.memo()
-    data, generation = memo.get(MEMO_KEY), memo.get(GENERATION_MEMO_KEY)
-    if not isinstance(data, dict):
+    try:
+        memo: Mapping[str, Any] = await description.memo()
+    except Exception as err:  # noqa: BLE001 - an undecodable memo reads as no definition
+        log.warning("Read %s as no definition: its memo cannot be decoded here (%s).",
+                    repr(description.id)[:120], type(err).__name__)
         return None
-    return Workflow.model_validate(data), generation if isinstance(generation, int) else 0
+    data, generation = memo.get(MEMO_KEY), memo.get(GENERATION_MEMO_KEY)
+    try:
+        definition = _read_definition(data, description.id)
+    except UnreadableDefinition as err:
+        log.warning("Read %s as no definition: %s.", repr(description.id)[:120], err)
+        return None
+    return definition, generation if isinstance(generation, int) else 0
 
 
 def _not_found(workflow_id: str, description: WorkflowExecutionDescription | None) -> NotFound:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowExecutionDescription
@@ -52,6 +53,8 @@ from core.types import (
     respond_problem,
     stale_answer,
 )
+
+log = logging.getLogger("loopllama.api")
 
 # A cancel answers once the run has ended, which an idle worker makes happen in
 # milliseconds; without a worker it answers after this with the run as it stands.
@@ -155,9 +158,15 @@ class Runs:
         description = await describe_or_none(self._client, run_id)
         if description is None or description.workflow_type != RUN_WORKFLOW_TYPE:
             return None
-        run = run_from_memo(await description.memo())
-        if run is None:
+        try:
+            memo = await description.memo()
+        except Exception as err:  # noqa: BLE001 - an undecodable memo reads as no run
+            log.warning("Read %s as no run: its memo cannot be decoded here (%s).",
+                        repr(run_id)[:120], type(err).__name__)
             return None
+        run = run_from_memo(memo)
+        if run is None or run.id != run_id:
+            return None  # not a run's memo (an execution started in Temporal by hand)
         run = await reconcile(
             self._client, run, description.status, description.close_time, description.run_id
         )
@@ -236,17 +245,25 @@ class Runs:
         # it, so that if someone answers that pause first, this one is refused (409)
         # instead of landing on the next open pause.
         answer.pause_id = answer.pause_id or pause.id
+        # From here on the pause was open when read: if the run refuses the answer as not
+        # waiting, or has ended, another respond (or a timeout, a cancel) closed it since.
+        # Saying "is waiting_input, not waiting_input" from the earlier read would be wrong.
+        closed_since = Conflict(stale_answer([], answer))
+        ended = Conflict(
+            f"Run {run_id!r} ended before this answer reached it: there is nothing to "
+            "respond to. GET the run to see how it ended."
+        )
         handle = self._client.get_workflow_handle(run_id)
         return await apply_update(
             run_id,
             handle.execute_update(RESPOND_UPDATE, answer, result_type=RespondAccepted,
                                   rpc_timeout=UPDATE_TIMEOUT),
             refusals={
-                NOT_WAITING: lambda _: not_waiting,
+                NOT_WAITING: lambda _: closed_since,
                 STALE_ANSWER: Conflict,
                 WRONG_ANSWER: BadRequest,
             },
-            closed=not_waiting,
+            closed=ended,
         )
 
     async def list(self, workflow_id: str) -> list[Run]:

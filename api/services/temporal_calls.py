@@ -10,6 +10,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -44,17 +46,49 @@ async def describe_or_none(client: Client, workflow_id: str) -> WorkflowExecutio
         raise
 
 
+async def list_page(client: Client, query: str, page_size: int, token: bytes = b"") -> tuple[
+        Sequence[WorkflowExecutionInfo], bytes]:
+    """One page of a visibility listing as raw rows, and the token of the next (empty
+    after the last). Raw: the SDK's row objects decode every search attribute of every
+    row, which costs more than the listing itself and fails on rows it cannot decode."""
+    response = await client.workflow_service.list_workflow_executions(
+        ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=page_size,
+                                      next_page_token=token, query=query),
+        retry=True,
+    )
+    return response.executions, response.next_page_token
+
+
+def left_out(workflow_id: str, reason: str) -> None:
+    """Log a row a list leaves out because it cannot be read here.
+
+    One unreadable row (another deployment's encryption key, a blob this process cannot
+    reach, an execution started in Temporal by hand with a memo of its own) must not fail
+    a whole list. The line names the row and why, never the memo's contents; the id is
+    quoted, so a foreign id cannot forge log lines.
+    """
+    log.warning("Left %s out of a list: %s.", repr(workflow_id)[:120], reason)
+
+
 async def decode_or_skip(client: Client, payload: Payload, workflow_id: str) -> Any:
-    """A list row's memo value, or None when this process cannot decode it (another
-    deployment's encryption key, a blob it cannot reach): one such row must not fail a
-    whole list, so it is left out and logged."""
+    """A list row's memo value, or None when this process cannot decode it (logged by
+    `left_out`)."""
     try:
         (value,) = await client.data_converter.decode([payload])
     except Exception as err:  # noqa: BLE001 - any undecodable row is skipped the same way
-        log.warning("Left %s out of a list: its memo cannot be decoded here (%s).",
-                    workflow_id, type(err).__name__)
+        left_out(workflow_id, f"its memo cannot be decoded here ({type(err).__name__})")
         return None
     return value
+
+
+async def decode_rows(client: Client, entries: Sequence[tuple[str, Payload]]) -> list[Any]:
+    """Each (workflow id, memo payload)'s decoded value, in one converter call when every
+    payload decodes; None (logged) for each one that does not."""
+    try:
+        return list(await client.data_converter.decode([payload for _, payload in entries]))
+    except Exception:  # noqa: BLE001 - find the undecodable rows one by one
+        return [await decode_or_skip(client, payload, workflow_id)
+                for workflow_id, payload in entries]
 
 
 def is_running(description: WorkflowExecutionDescription) -> bool:
