@@ -2,9 +2,14 @@
 
 Three rules keep it safe to hand to a model:
 
-- Every header value is one line. A line break of any kind (CR, LF, U+2028, ... -
-  whatever `str.splitlines` splits on), a trailing one included, is refused before
-  anything is sent: it would forge headers and show the approver something else.
+- Every header value is one line of text, and the recipient one plain address. A line
+  break of any kind (CR, LF, U+2028, ... - whatever `str.splitlines` splits on), a
+  trailing one included, and every other control character (NUL, DEL, C1, bidirectional
+  overrides) is refused before anything is sent: it would forge headers, cut them short
+  or show the approver something else. The run refuses such input before it asks anyone
+  to approve it (`core/tools.py`, whose rules these are); the tool checks again, and
+  checks the message it built: exactly one To address, the one given, and the same one
+  alone on the envelope.
 - SMTP credentials travel only over TLS: with a password configured, the connection must
   be `smtps://` or upgraded by a successful STARTTLS, or nothing is sent.
 - Once the server has accepted the message (the final 250 to DATA), the email counts as
@@ -27,12 +32,13 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from core.contract import SEND_EMAIL
 from core.settings import Secret
+from core.tools import LINE_BREAKS, control_character_in, email_problem
 from core.types import ToolCall, ToolResult
+
+__all__ = ["LINE_BREAKS", "EmailTool", "Refused", "SmtpConfig", "build_message"]
 
 SMTP_UNAVAILABLE = "SmtpUnavailable"
 SMTP_TIMEOUT_SECONDS = 30
-# Every character `str.splitlines` treats as a line boundary.
-LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 @dataclass(frozen=True)
@@ -65,17 +71,45 @@ def message_id(call: ToolCall) -> str:
     return f"<{digest}@loopllama>"
 
 
-def line_break_in(value: str) -> str | None:
-    """The first line break in `value` as `U+XXXX`, or None when it is one line."""
-    found = next((char for char in value if char in LINE_BREAKS), None)
-    return None if found is None else f"U+{ord(found):04X}"
-
-
 class Refused(Exception):
     """The email must not be sent as configured or written; the message says why.
 
     Goes back to the agent as an error result: retrying cannot change the answer.
     """
+
+
+def build_message(sender: str, call: ToolCall) -> EmailMessage:
+    """The email for `call`, from `sender`; raises `Refused` for anything unsafe to send.
+
+    Pure, so the rules can be tested without a mail server.
+    """
+    if found := control_character_in(sender):
+        raise Refused(f"Refused: LOOPLLAMA_SMTP_FROM contains {found}; email header values "
+                      "must be a single line of text.")
+    to, subject, body = (str(call.input[key]) for key in ("to", "subject", "body"))
+    if problem := email_problem({"to": to, "subject": subject, "body": body}):
+        raise Refused(f"Refused: {problem}.")
+    headers = {
+        "From": sender,
+        "To": to,
+        "Subject": subject,
+        "Message-ID": message_id(call),
+        "X-LoopLlama-Idempotency-Key": call.idempotency_key,
+    }
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(body)
+    # What the message says, read back as a mail program reads it.
+    for name, value in message.items():
+        if found := control_character_in(str(value)):
+            raise Refused(f"Refused: the {name} header contains {found}; email header "
+                          "values must be a single line of text.")
+    addresses = message["To"].addresses
+    if [(a.display_name, a.addr_spec) for a in addresses] != [("", to)]:
+        raise Refused(f"Refused: the recipient does not read back as the one address {to!r}; "
+                      "give one plain address, like name@example.com.")
+    return message
 
 
 class EmailTool:
@@ -97,26 +131,11 @@ class EmailTool:
                 "(LOOPLLAMA_SMTP_URL is unset); the email was not sent.",
                 is_error=True,
             )
+        try:
+            message = build_message(self._sender, call)
+        except Refused as refused:
+            return ToolResult(content=f"{refused} The email was not sent.", is_error=True)
         to = str(call.input["to"])
-        headers = {
-            "From": self._sender,
-            "To": to,
-            "Subject": str(call.input["subject"]),
-            "Message-ID": message_id(call),
-            "X-LoopLlama-Idempotency-Key": call.idempotency_key,
-        }
-        for name, value in headers.items():
-            if found := line_break_in(value):
-                what = "LOOPLLAMA_SMTP_FROM" if name == "From" else f"the {name.lower()}"
-                return ToolResult(
-                    content=f"Refused: {what} contains a line break ({found}); email header "
-                    "values must be a single line. The email was not sent.",
-                    is_error=True,
-                )
-        message = EmailMessage()
-        for name, value in headers.items():
-            message[name] = value
-        message.set_content(str(call.input["body"]))
         try:
             async with heartbeating():
                 await asyncio.to_thread(self._deliver, message, to)

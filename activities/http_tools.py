@@ -9,7 +9,6 @@ rest: Host, Idempotency-Key, message framing and hop-by-hop headers, and credent
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from typing import Any
 
@@ -29,6 +28,7 @@ from core.net_policy import (
     pinned,
     system_resolver,
 )
+from core.tools import header_problem
 from core.tracing import annotate_span
 from core.types import ToolCall, ToolResult
 
@@ -49,8 +49,6 @@ _HOP_BY_HOP = frozenset({
 _CREDENTIALS = frozenset({"authorization", "cookie", "cookie2", "set-cookie"})
 _CREDENTIAL_WORDS = ("auth", "cookie", "token", "secret", "password", "credential",
                      "api-key", "apikey", "api_key")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_BAD_VALUE = re.compile(r"[^\t\x20-\x7e]")
 
 
 def tool_http_client(*, verify: ssl.SSLContext | bool = True,
@@ -102,17 +100,6 @@ def split_headers(requested: dict[str, Any]) -> tuple[dict[str, str], list[str]]
     return kept, dropped
 
 
-def header_problem(headers: dict[str, str]) -> str | None:
-    """Why these headers cannot be sent as they are, or None."""
-    for name, value in headers.items():
-        if not _TOKEN.match(name):
-            return f"{name!r} is not a valid header name"
-        if _BAD_VALUE.search(value):
-            return (f"the value of header {name!r} contains a line break, a control "
-                    "character or a non-ASCII character")
-    return None
-
-
 class HttpTools:
     """Both HTTP tools share one client per worker and the worker's allow-list.
 
@@ -136,6 +123,8 @@ class HttpTools:
         url = str(call.input["url"])
         headers, dropped = split_headers(dict(call.input.get("headers") or {}))
         try:
+            # The run checked these before any approval (core/tools.py); a call approved
+            # before that check existed is checked here again.
             if problem := header_problem(headers):
                 raise DestinationRefused(problem)
             destination = await check_destination(
