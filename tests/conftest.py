@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +28,10 @@ from core.settings import Secret, Settings
 from core.temporal import ensure_namespace_ready
 from tests.fakes.anthropic_server import FakeAnthropic
 from worker import build_worker
+
+if TYPE_CHECKING:
+    from tests.fakes.smtp_server import FakeSmtp
+    from tests.fakes.tool_server import ToolServer
 
 API_KEY = "test-key-0123456789"
 WEBHOOK_KEY = "test-webhook-key-0123456789-0123456789"
@@ -105,6 +109,24 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     """The fake Messages API, real HTTP on 127.0.0.1."""
     with FakeAnthropic() as fake:
         yield fake
+
+
+@pytest.fixture
+def smtp() -> Iterator[FakeSmtp]:
+    """A real SMTP server on 127.0.0.1 that keeps what it receives."""
+    from tests.fakes.smtp_server import FakeSmtp  # it imports this module's free_port
+
+    with FakeSmtp() as server:
+        yield server
+
+
+@pytest.fixture
+def tool_server() -> Iterator[ToolServer]:
+    """A custom tool endpoint on 127.0.0.1 that records its calls."""
+    from tests.fakes.tool_server import ToolServer  # it imports this module's free_port
+
+    with ToolServer() as server:
+        yield server
 
 
 @pytest.fixture

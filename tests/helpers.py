@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import uvicorn
+from temporalio.client import Client
 
 from api.app import create_app
 from core.devserver import DevServer, find_temporal_binary
 from core.settings import Settings
-from tests.conftest import eventually, free_port
+from tests.conftest import API_KEY, eventually, free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RUN_KEYS = {
@@ -79,6 +80,17 @@ def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=10)
+
+
+@asynccontextmanager
+async def api_client(settings: Settings, temporal: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with `settings`, in process (ASGI), authenticated with the test key."""
+    app = create_app(settings, temporal)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as client:
+        yield client
 
 
 @asynccontextmanager

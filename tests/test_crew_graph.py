@@ -8,7 +8,7 @@ often is exact; the fake's held replies make "two at once" a condition, not a ti
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -45,12 +45,6 @@ def fan_out(tag: str, **fields: Any) -> list[dict[str, Any]]:
         agent("c", tag, ["planner"], **fields),
         agent("editor", tag, ["a", "b"], **fields),
     ]
-
-
-@pytest.fixture
-def smtp() -> Iterator[FakeSmtp]:
-    with FakeSmtp() as server:
-        yield server
 
 
 @pytest.fixture

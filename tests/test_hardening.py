@@ -3,7 +3,7 @@ that need no describe per row, and the checks the runs list makes first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,14 +15,16 @@ from core.settings import Settings
 from tests.conftest import crew, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.tool_server import ToolServer
-from tests.helpers import create_workflow, trigger, wait_for_status
+from tests.helpers import api_client, create_workflow, trigger, wait_for_status
 from worker import build_worker
 
 
 @pytest.fixture
-def tool_server() -> Iterator[ToolServer]:
-    with ToolServer() as server:
-        yield server
+async def api(temporal: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with 127.0.0.1 allow-listed: custom tools on the tool server are declared
+    under the webhooks' create-time address policy; each worker keeps its own list."""
+    async with api_client(replace(settings, http_allowlist=("127.0.0.1",)), temporal) as client:
+        yield client
 
 
 async def test_a_repeated_tool_use_id_still_gets_a_new_idempotency_key(

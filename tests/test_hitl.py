@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.tool_server import ToolServer
-from tests.helpers import create_workflow, get_run, trigger, wait_for_status
+from tests.helpers import api_client, create_workflow, get_run, trigger, wait_for_status
 from worker import build_worker
 
 EMAIL = {"to": "bob@example.com", "subject": "Launch day", "body": "We launch on Monday."}
@@ -52,18 +52,6 @@ Predicate = Callable[[dict[str, Any]], bool]
 
 
 @pytest.fixture
-def smtp() -> Iterator[FakeSmtp]:
-    with FakeSmtp() as server:
-        yield server
-
-
-@pytest.fixture
-def tool_server() -> Iterator[ToolServer]:
-    with ToolServer() as server:
-        yield server
-
-
-@pytest.fixture
 def tool_settings(settings: Settings, smtp: FakeSmtp) -> Settings:
     """The test settings plus real SMTP (the fake) and 127.0.0.1 on the allow-list."""
     return replace(
@@ -76,6 +64,16 @@ def tool_settings(settings: Settings, smtp: FakeSmtp) -> Settings:
 async def tool_worker(temporal: Client, tool_settings: Settings) -> AsyncIterator[Worker]:
     async with build_worker(temporal, tool_settings) as running:
         yield running
+
+
+@pytest.fixture
+async def api(temporal: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with 127.0.0.1 allow-listed: custom tools on the tool server are declared
+    under the webhooks' create-time address policy (each worker keeps its own list), and
+    "localhost", so a test can declare a tool the worker then refuses when called."""
+    local = replace(settings, http_allowlist=("127.0.0.1", "localhost"))
+    async with api_client(local, temporal) as client:
+        yield client
 
 
 # ---------------------------------------------------------------------------- helpers

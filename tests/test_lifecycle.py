@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -26,7 +26,15 @@ from core.settings import Settings
 from tests.conftest import crew, eventually, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.tool_server import ToolServer
-from tests.helpers import RUN_KEYS, create_workflow, get_run, temporal_cli, trigger, wait_for_status
+from tests.helpers import (
+    RUN_KEYS,
+    api_client,
+    create_workflow,
+    get_run,
+    temporal_cli,
+    trigger,
+    wait_for_status,
+)
 from worker import build_worker
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -398,15 +406,17 @@ async def test_fifty_tool_rounds_of_64_kb_results_complete(
 
 
 @pytest.fixture
-def tool_server() -> Iterator[ToolServer]:
-    with ToolServer() as server:
-        yield server
-
-
-@pytest.fixture
 async def tool_worker(temporal: Client, settings: Settings) -> AsyncIterator[Worker]:
     async with build_worker(temporal, replace(settings, http_allowlist=("127.0.0.1",))) as w:
         yield w
+
+
+@pytest.fixture
+async def api(temporal: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with 127.0.0.1 allow-listed: custom tools on the tool server are declared
+    under the webhooks' create-time address policy; each worker keeps its own list."""
+    async with api_client(replace(settings, http_allowlist=("127.0.0.1",)), temporal) as client:
+        yield client
 
 
 # ------------------------------------------------------------------------ retention

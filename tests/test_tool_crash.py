@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
-import pytest
 
 from core.settings import Secret, Settings
 from tests.conftest import crew, eventually, for_role, start_worker_process, unique_tag
@@ -24,12 +22,6 @@ from tests.fakes.smtp_server import FakeSmtp
 from tests.helpers import create_workflow, trigger, wait_for_status
 
 EMAIL = {"to": "bob@example.com", "subject": "Launch", "body": "We launch Monday."}
-
-
-@pytest.fixture
-def smtp() -> Iterator[FakeSmtp]:
-    with FakeSmtp() as server:
-        yield server
 
 
 async def approve_then_kill_worker(

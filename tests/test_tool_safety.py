@@ -60,12 +60,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 
 
 @pytest.fixture
-def tool_server() -> Iterator[ToolServer]:
-    with ToolServer() as server:
-        yield server
-
-
-@pytest.fixture
 def tls_tool_server(certificate: Certificate) -> Iterator[ToolServer]:
     with ToolServer(tls=certificate.server_context()) as server:
         yield server

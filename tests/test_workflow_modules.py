@@ -24,6 +24,7 @@ MODULES = [
     ROOT / "core" / "prompts.py",
     ROOT / "core" / "run_memo.py",
     ROOT / "core" / "timefmt.py",
+    ROOT / "core" / "tool_schema.py",
     ROOT / "core" / "tools.py",
     ROOT / "core" / "types.py",
 ]
