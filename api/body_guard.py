@@ -52,12 +52,6 @@ _TOO_DEEP = (
     f"a flatter body (a tool's input_schema may nest at most {MAX_TOOL_SCHEMA_DEPTH} levels)."
 )
 
-# One checking thread per event loop and body model: checks of one kind queue behind each
-# other instead of competing with the loop for the interpreter, so reads stay fast during
-# a burst of costly creates, and a trigger never waits behind a create.
-_limiters: weakref.WeakKeyDictionary[
-    AbstractEventLoop, dict[type[BaseModel] | None, CapacityLimiter]
-] = weakref.WeakKeyDictionary()
 
 
 class BodyRefused(HTTPException):
@@ -125,26 +119,20 @@ def _containers(body: bytes) -> int:
     return bare.count(b"{") + bare.count(b"[")
 
 
-def _limiter(model: type[BaseModel] | None) -> CapacityLimiter:
-    by_model = _limiters.setdefault(get_running_loop(), {})
-    limiter = by_model.get(model)
-    if limiter is None:
-        limiter = by_model[model] = CapacityLimiter(1)
-    return limiter
-
-
 class _CheckedJsonRequest(Request):
     """A request whose `json()` is parsed and checked in a worker thread."""
 
-    def __init__(self, scope: Scope, receive: Receive, model: type[BaseModel] | None) -> None:
+    def __init__(self, scope: Scope, receive: Receive, model: type[BaseModel] | None,
+                 limiter: CapacityLimiter) -> None:
         super().__init__(scope, receive)
         self._model = model
+        self._limiter = limiter
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
             self._json = await to_thread.run_sync(
-                parse_json_body, body, self._model, limiter=_limiter(self._model)
+                parse_json_body, body, self._model, limiter=self._limiter
             )
         return self._json
 
@@ -158,7 +146,19 @@ class JsonBodyRoute(APIRoute):
         model = annotation if isinstance(annotation, type) and issubclass(
             annotation, BaseModel) else None
 
+        # One checking thread per route and event loop: checks of one kind queue behind
+        # each other instead of competing with the loop for the interpreter, so reads stay
+        # fast during a burst of costly creates, and a trigger never waits behind a create.
+        # (A limiter belongs to the loop it was first used on, hence one per loop.)
+        limiters: weakref.WeakKeyDictionary[AbstractEventLoop, CapacityLimiter] = (
+            weakref.WeakKeyDictionary())
+
         async def checked(request: Request) -> Response:
-            return await handler(_CheckedJsonRequest(request.scope, request.receive, model))
+            loop = get_running_loop()
+            limiter = limiters.get(loop)
+            if limiter is None:
+                limiter = limiters[loop] = CapacityLimiter(1)
+            return await handler(
+                _CheckedJsonRequest(request.scope, request.receive, model, limiter))
 
         return checked
