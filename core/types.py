@@ -661,6 +661,4 @@ class ModelResponse(BaseModel):
 
     def usage(self) -> Usage:
         """The call's tokens."""
-        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-                     tokens_in_cached=self.tokens_in_cached,
-                     tokens_in_cache_write=self.tokens_in_cache_write)
+        return Usage.of(self)

@@ -22,6 +22,7 @@ from tests.conftest import eventually, for_role, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
 from tests.helpers import create_workflow, get_run, trigger, wait_for_status
+from tests.test_events import read_events
 from tests.test_inspection import current_details
 from worker import build_worker
 
@@ -148,9 +149,7 @@ async def test_fan_out_and_join(
     assert inputs["editor"] == f"{after_plan}\n\n--- a ---\na done\n\n--- b ---\nb done"
     assert (done["tokens_in"], done["tokens_out"]) == (3 + 15 + 7, 2 + 12 + 6)
     # The event stream tells the same steps; two step.started come back to back.
-    events = (await api.get(f"/v1/runs/{run['id']}/events")).text
-    kinds = [line.removeprefix("event: ") for line in events.splitlines()
-             if line.startswith("event: ")]
+    kinds = [event["event"] for event in await read_events(api, run["id"])]
     assert kinds.count("step.started") == 5 and kinds[-1] == "run.completed"
     assert "step.started\nstep.started" in "\n".join(kinds)
 
