@@ -22,15 +22,17 @@ from tests.helpers import create_workflow, trigger, wait_for_status
 from worker import build_model_workers, build_worker
 
 RATE = 5.0
-BURST = 2 * RATE
+BURST = 3 * RATE
 RUNS = 40
 
 
 class RateLimitedModel:
     """The fake's default answer: 429 past `RATE` calls a second, measured as model APIs
     do, with a token bucket refilled at `RATE` a second. Its capacity allows a burst of
-    twice the rate: Temporal's limiter is a bucket too, and dispatch jitter on a loaded
-    machine can bunch a second's calls (real limits, per minute, allow far more)."""
+    three times the rate: Temporal's limiter is a bucket too, and on a loaded machine the
+    fake's HTTP server can stall and then take the calls Temporal spaced out in one
+    clump (CI saw a single refusal at twice the rate; real limits, per minute, allow far
+    more). The sustained rate is held to `RATE` below, which is what the limit is for."""
 
     def __init__(self, fake: FakeAnthropic) -> None:
         self.fake = fake
