@@ -25,6 +25,10 @@ SERVER_REQUIRES = [
     # The version the tests run; errors are classified by HTTP status (activities/).
     # aiohttp: the model client's transport (activities/registry.py).
     "anthropic[aiohttp]>=2.14",
+    # OpenAI's models and every OpenAI-compatible endpoint (activities/models/).
+    "openai>=3.57",
+    # Tools from MCP servers over Streamable HTTP (activities/mcp_client.py).
+    "mcp>=2.3",
     "httpx>=0.27",
     "pyyaml>=6",
     # Validates tool inputs against their JSON schemas before a tool runs.

@@ -40,7 +40,8 @@ ClientDep = Annotated[Client, Depends(get_client)]
 async def get_definitions(client: ClientDep, settings: SettingsDep) -> Definitions:
     """Crew definitions backed by this process's Temporal client."""
     return Definitions(client, settings.temporal_task_queue,
-                       allowlist=settings.http_allowlist, webhook_key=settings.webhook_key)
+                       allowlist=settings.http_allowlist, webhook_key=settings.webhook_key,
+                       model_problem=settings.model_problem)
 
 
 DefinitionsDep = Annotated[Definitions, Depends(get_definitions)]

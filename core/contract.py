@@ -36,3 +36,8 @@ OFFLINE_MESSAGES = "offline_messages"
 SEND_EMAIL = "send_email"
 HTTP_REQUEST = "http_request"
 CUSTOM_TOOL = "custom_tool"
+# One model call, whatever the provider: the worker routes it by model name
+# (activities/models/calls.py). Runs recorded before it name the two above instead.
+MODEL_CALL = "model_call"
+# An MCP server's tool (activities/mcp_tools.py).
+MCP_TOOL = "mcp_tool"

@@ -56,7 +56,9 @@ _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)", r
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every configured secret string that must never reach a log line or a response."""
     found: list[Secret] = [*settings.api_keys]
-    found += [s for s in (settings.anthropic_api_key, settings.webhook_key) if s is not None]
+    found += [s for s in (settings.anthropic_api_key, settings.openai_api_key,
+                          settings.webhook_key) if s is not None]
+    found += [p.api_key for p in settings.providers if p.api_key is not None]
     found += settings.encryption_keys
     values = [secret.value for secret in found]
     if settings.smtp_url is not None:

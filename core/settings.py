@@ -13,6 +13,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.model_routing import (
+    ANTHROPIC,
+    OFFLINE,
+    OPENAI,
+    PROVIDER_NAME,
+    RESERVED_PROVIDER_NAMES,
+    route,
+    unconfigured,
+    unroutable,
+)
+
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "loopllama"
 DEFAULT_DATA_DIR = ".loopllama"
@@ -53,6 +64,21 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class ProviderEndpoint:
+    """One named OpenAI-compatible endpoint of LOOPLLAMA_PROVIDERS, with its key from
+    LOOPLLAMA_PROVIDER_<NAME>_API_KEY (none: local servers such as Ollama need none)."""
+
+    name: str
+    base_url: str
+    api_key: Secret | None = None
+
+    @property
+    def key_setting(self) -> str:
+        """The environment variable that holds this endpoint's key."""
+        return provider_key_setting(self.name)
+
+
+@dataclass(frozen=True)
 class TemporalTls:
     """Files for a TLS connection to Temporal (paths checked readable at start)."""
 
@@ -75,6 +101,11 @@ class Settings:
     temporal_task_queue: str = DEFAULT_TASK_QUEUE
     anthropic_api_key: Secret | None = None
     anthropic_base_url: str | None = None
+    openai_api_key: Secret | None = None
+    openai_base_url: str | None = None
+    # Named OpenAI-compatible endpoints (LOOPLLAMA_PROVIDERS); the API and every worker
+    # need the same.
+    providers: tuple[ProviderEndpoint, ...] = ()
     smtp_url: Secret | None = None
     smtp_from: str = "loopllama@localhost"
     http_allowlist: tuple[str, ...] = ()
@@ -141,6 +172,12 @@ class Settings:
                 "smtps://user:pass@host:465."
             )
         anthropic_key = get("ANTHROPIC_API_KEY")
+        openai_key = get("OPENAI_API_KEY")
+        openai_url = get("OPENAI_BASE_URL")
+        if openai_url is not None and not openai_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"OPENAI_BASE_URL must start with http:// or https://, got {openai_url!r}."
+            )
         retention = get("LOOPLLAMA_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS)
         if not retention.isdigit() or not 1 <= int(retention) <= 3650:
             raise SettingsError(
@@ -186,6 +223,9 @@ class Settings:
             temporal_task_queue=task_queue,
             anthropic_api_key=Secret(anthropic_key) if anthropic_key else None,
             anthropic_base_url=base_url,
+            openai_api_key=Secret(openai_key) if openai_key else None,
+            openai_base_url=openai_url,
+            providers=parse_providers(get("LOOPLLAMA_PROVIDERS"), get),
             smtp_url=Secret(smtp_url) if smtp_url else None,
             smtp_from=get("LOOPLLAMA_SMTP_FROM") or "loopllama@localhost",
             http_allowlist=tuple(
@@ -215,6 +255,23 @@ class Settings:
             worker_metrics_port=metrics_port,
             worker_metrics_host=metrics_host or DEFAULT_WORKER_METRICS_HOST,
         )
+
+    def model_providers(self) -> tuple[str, ...]:
+        """The providers this deployment has: Anthropic and the offline model always (a
+        worker without ANTHROPIC_API_KEY fails a Claude step at once, saying so), OpenAI
+        with OPENAI_API_KEY or OPENAI_BASE_URL, and every LOOPLLAMA_PROVIDERS entry."""
+        openai = (OPENAI,) if self.openai_api_key or self.openai_base_url else ()
+        return (ANTHROPIC, *openai, *(p.name for p in self.providers), OFFLINE)
+
+    def model_problem(self, model: str) -> str | None:
+        """Why this deployment cannot serve `model` (no provider has it), or None."""
+        found = route(model)
+        if found is None:
+            return unroutable(model)
+        available = self.model_providers()
+        if found.provider not in available:
+            return unconfigured(model, found.provider, available)
+        return None
 
     def model_task_queue(self, model: str) -> str | None:
         """The task queue whose calls to `model` are held to its rate limit (Temporal's
@@ -311,8 +368,41 @@ def parse_seconds(name: str, raw: str | None, default: float) -> float:
     return value
 
 
-_RATE = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9.\-_]{0,99})=(?P<count>\d+(?:\.\d+)?)"
+_RATE = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9.\-_/:@+]{0,99})=(?P<count>\d+(?:\.\d+)?)"
                    r"/(?P<unit>s|m)$")
+
+
+def provider_key_setting(name: str) -> str:
+    """LOOPLLAMA_PROVIDER_<NAME>_API_KEY for the provider `name`."""
+    return f"LOOPLLAMA_PROVIDER_{name.upper().replace('-', '_')}_API_KEY"
+
+
+def parse_providers(raw: str | None,
+                    get: Callable[[str], str | None]) -> tuple[ProviderEndpoint, ...]:
+    """`local=http://127.0.0.1:11434/v1,router=https://…/v1` as endpoints, each with its
+    key from `get` (the environment)."""
+    endpoints: dict[str, ProviderEndpoint] = {}
+    for entry in (raw or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, url = (part.strip() for part in entry.partition("="))
+        if not sep or not PROVIDER_NAME.match(name) or not url.startswith(
+                ("http://", "https://")):
+            raise SettingsError(
+                "LOOPLLAMA_PROVIDERS must look like local=http://127.0.0.1:11434/v1,"
+                "router=https://gateway.example.com/v1 (a name of lowercase letters, digits, "
+                f"'-' and '_', then '=' and an http(s) base URL); got {entry.strip()!r}.")
+        if name in RESERVED_PROVIDER_NAMES:
+            raise SettingsError(
+                f"LOOPLLAMA_PROVIDERS: {name!r} is a built-in provider's name; choose "
+                "another (OpenAI itself is configured with OPENAI_API_KEY and "
+                "OPENAI_BASE_URL).")
+        if name in endpoints:
+            raise SettingsError(f"LOOPLLAMA_PROVIDERS names {name!r} twice.")
+        key = get(provider_key_setting(name))
+        endpoints[name] = ProviderEndpoint(name, url.rstrip("/"),
+                                           Secret(key) if key else None)
+    return tuple(endpoints.values())
 
 
 def parse_rate_limits(raw: str | None) -> tuple[tuple[str, float], ...]:

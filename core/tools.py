@@ -33,7 +33,8 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 
-from core.types import ASK_HUMAN_TOOL, AgentConfig, CustomToolConfig
+from core.mcp_names import MCP_PREFIX, mcp_server_of, mcp_tool_name, mcp_tool_parts
+from core.types import ASK_HUMAN_TOOL, AgentConfig, CustomToolConfig, McpServerConfig
 
 
 def builtin_definitions() -> dict[str, dict[str, Any]]:
@@ -102,10 +103,13 @@ def builtin_definitions() -> dict[str, dict[str, Any]]:
 
 
 def tool_definitions(
-    agent: AgentConfig, custom: list[CustomToolConfig], allow_input_requests: bool
+    agent: AgentConfig, custom: list[CustomToolConfig], allow_input_requests: bool,
+    mcp_servers: list[McpServerConfig] | None = None,
 ) -> list[dict[str, Any]]:
-    """The Messages API `tools` for this agent: the question tool first, then its own."""
+    """The Messages API `tools` for this agent: the question tool first, then its own,
+    in the order it names them (`mcp__<server>` for all of a server's, as listed)."""
     by_name = {tool.name: tool for tool in custom}
+    servers = {server.name: server for server in mcp_servers or []}
     builtin = builtin_definitions()
     definitions = []
     if allow_input_requests:
@@ -119,7 +123,48 @@ def tool_definitions(
             )
         elif name in builtin:
             definitions.append(builtin[name])
-    return definitions
+        else:
+            definitions.extend(_mcp_definitions(name, servers))
+    return _first_of_each(definitions)
+
+
+def _mcp_definitions(name: str, servers: dict[str, McpServerConfig]) -> list[dict[str, Any]]:
+    parts = mcp_tool_parts(name)
+    server = servers.get(parts[0] if parts is not None else mcp_server_of(name) or "")
+    if server is None:
+        return []
+    return [
+        {"name": mcp_tool_name(server.name, tool.name), "description": tool.description,
+         "input_schema": tool.input_schema}
+        for tool in server.tools if parts is None or tool.name == parts[1]
+    ]
+
+
+def _first_of_each(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # An agent may name a server's tool and the whole server; a model is offered each
+    # tool once.
+    seen: set[str] = set()
+    unique = []
+    for definition in definitions:
+        if definition["name"] not in seen:
+            seen.add(definition["name"])
+            unique.append(definition)
+    return unique
+
+
+def needs_approval(name: str, approval_required_tools: list[str]) -> bool:
+    """Whether a person must approve a call of the tool `name`: it is listed, or it is
+    an MCP tool whose whole server (`mcp__<server>`) is."""
+    if name in approval_required_tools:
+        return True
+    parts = mcp_tool_parts(name)
+    return parts is not None and f"{MCP_PREFIX}{parts[0]}" in approval_required_tools
+
+
+# The input a provider gives a tool call whose arguments were not a JSON object
+# (activities/models/openai_compatible.py): refused whatever the schema, so the model is
+# told and may write better ones.
+UNPARSED_ARGUMENTS = "_unparsed_arguments"
 
 
 def input_problem(schema: dict[str, Any], tool_input: Any, *,
@@ -132,6 +177,8 @@ def input_problem(schema: dict[str, Any], tool_input: Any, *,
     copies a built-in's schema gets its rules. `builtin_rules=False` checks the schema
     alone, as runs recorded before those rules were (for a `workflow.patched` gate).
     """
+    if isinstance(tool_input, dict) and set(tool_input) == {UNPARSED_ARGUMENTS}:
+        return "the arguments were not a JSON object; send the input as a JSON object"
     if builtin_rules and isinstance(tool_input, dict):
         builtin = builtin_definitions()
         rules = (email_problem if schema == builtin["send_email"]["input_schema"]

@@ -22,12 +22,13 @@ from pydantic import (
 )
 
 from core.crew_graph import after_problem
+from core.mcp_names import MAX_SERVER_NAME, SERVER_NAME, mcp_server_of, mcp_tool_parts
+from core.model_routing import route, unroutable
 from core.timefmt import format_timestamp
 from core.tool_schema import tool_schema_problem, tools_size_problem
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, when_used="json")]
 
-OFFLINE_MODEL = "loopllama-offline"
 # The built-in tool an agent uses to ask the human a question.
 ASK_HUMAN_TOOL = "ask_human"
 BUILTIN_TOOLS = ("send_email", "http_request")
@@ -41,14 +42,6 @@ MAX_INSTRUCTIONS = 32_000
 MAX_RUN_INPUT = 16_000
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_MAX_TOOL_ROUNDS = 10
-
-_CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]{0,98}$")
-
-
-def model_is_routable(model: str) -> bool:
-    """Whether the service knows which provider serves `model`."""
-    return model == OFFLINE_MODEL or bool(_CLAUDE_MODEL.match(model))
-
 
 class _Strict(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped, and values are
@@ -88,11 +81,9 @@ class Agent(_Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if not model_is_routable(value):
-            raise ValueError(
-                f"unknown model {value!r}: use a Claude model name such as "
-                f"'claude-sonnet-4-6', or '{OFFLINE_MODEL}' for the built-in offline model"
-            )
+        # Whether this deployment has the provider is the API's to check (its settings).
+        if route(value) is None:
+            raise ValueError(unroutable(value))
         return value
 
     @field_validator("tools")
@@ -160,6 +151,59 @@ class HumanInTheLoop(_Strict):
     input_timeout_seconds: int | None = Field(default=None, ge=1, le=31_536_000)
 
 
+# Header names are RFC 9110 tokens; `env:NAME` names an environment variable.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_ENV_REFERENCE = re.compile(r"^env:[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_MCP_SERVERS = 8
+
+
+class McpTool(_Strict):
+    """One tool an MCP server listed, as a request may repeat it (read-only: the API
+    replaces it with what the server lists)."""
+
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpServer(_Strict):
+    """A remote MCP server (Streamable HTTP) whose tools the crew's agents may use.
+
+    `tools` is filled in by the API from the server's own listing when the workflow is
+    created or changed; a value sent is replaced.
+    """
+
+    name: str = Field(min_length=1, max_length=MAX_SERVER_NAME)
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+    tools: list[McpTool] | None = Field(default=None, max_length=128)
+
+    @field_validator("name")
+    @classmethod
+    def _server_name(cls, value: str) -> str:
+        if not SERVER_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a server name: use lowercase letters and digits, "
+                "words joined by single '-' or '_' (like 'crm' or 'issue-tracker')")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name[:100]!r} is not an HTTP token")
+            if header_value.startswith("env:") and not _ENV_REFERENCE.match(header_value):
+                raise ValueError(
+                    f"header {name!r}: 'env:' must be followed by an environment variable "
+                    "name (letters, digits and '_')")
+            if not header_value or not all(" " <= c <= "~" or c == "\t" for c in header_value):
+                raise ValueError(
+                    f"header {name!r}: values are printable ASCII on one line; put a "
+                    "secret in the worker's environment and send 'env:NAME'")
+        return value
+
+
 class _WithTools(_Strict):
     """A body that may declare custom tools: their schemas are bounded as a whole before
     any one of them is checked."""
@@ -183,6 +227,7 @@ class WorkflowSpec(_WithTools):
     tools: list[CustomTool] = Field(default_factory=list, max_length=32)
     webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
     max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=MAX_PARALLEL)
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=MAX_MCP_SERVERS)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkflowSpec:
@@ -196,19 +241,30 @@ class WorkflowSpec(_WithTools):
         custom = [tool.name for tool in self.tools]
         if len(set(custom)) != len(custom):
             raise ValueError("tools: each custom tool needs its own name")
+        servers = {server.name: server for server in self.mcp_servers}
+        if len(servers) != len(self.mcp_servers):
+            raise ValueError("mcp_servers: each server needs its own name")
         known = (*BUILTIN_TOOLS, *custom)
         for agent in self.crew:
             for tool in agent.tools:
-                if tool not in known:
-                    raise ValueError(
-                        f"agent {agent.role!r} names unknown tool {tool!r}: available tools "
-                        f"are {', '.join(known)} (declare custom tools in the workflow's "
-                        f"'tools'; agents get '{ASK_HUMAN_TOOL}' automatically when "
-                        "human_in_the_loop.allow_input_requests is true)"
-                    )
+                if tool in known:
+                    continue
+                problem = mcp_name_problem(tool, servers)
+                if problem is None:
+                    continue
+                if problem:
+                    raise ValueError(f"agent {agent.role!r} names {problem}")
+                raise ValueError(
+                    f"agent {agent.role!r} names unknown tool {tool!r}: available tools "
+                    f"are {', '.join(known)} (declare custom tools in the workflow's "
+                    f"'tools' and MCP servers in 'mcp_servers'; agents get "
+                    f"'{ASK_HUMAN_TOOL}' automatically when "
+                    "human_in_the_loop.allow_input_requests is true)"
+                )
         available = {tool for agent in self.crew for tool in agent.tools}
         missing = [
-            t for t in self.human_in_the_loop.approval_required_tools if t not in available
+            t for t in self.human_in_the_loop.approval_required_tools
+            if t not in available and not mcp_tool_offered(t, available)
         ]
         if missing:
             raise ValueError(
@@ -217,6 +273,42 @@ class WorkflowSpec(_WithTools):
                 + ". Add them to an agent's tools or remove them from the list."
             )
         return self
+
+
+def mcp_name_problem(name: str, servers: dict[str, McpServer]) -> str | None:
+    """For an agent's tool `name` of the MCP forms (`mcp__<server>`,
+    `mcp__<server>__<tool>`): what is wrong with it ("" when it is not of those forms at
+    all), or None when it names a declared server and, once the server's tools are
+    known, one of them."""
+    parts = mcp_tool_parts(name)
+    server_name = parts[0] if parts is not None else mcp_server_of(name)
+    if server_name is None:
+        return ""
+    server = servers.get(server_name)
+    if server is None:
+        declared = ", ".join(servers) or "none"
+        return (f"the MCP server {server_name!r} in {name!r}, which the workflow does not "
+                f"declare in 'mcp_servers' (declared: {declared})")
+    if parts is None or server.tools is None:
+        return None
+    listed = [tool.name for tool in server.tools]
+    if parts[1] in listed:
+        return None
+    return (f"the tool {name!r}, which the MCP server {server_name!r} does not list; it "
+            f"lists: {', '.join(listed) or 'no tools'} (or name 'mcp__{server_name}' for all "
+            "of them)")
+
+
+def mcp_tool_offered(name: str, offered: set[str]) -> bool:
+    """Whether `name` (`mcp__<server>` or `mcp__<server>__<tool>`) is among the tools
+    `offered` to agents, counting a whole server as all of its tools."""
+    parts = mcp_tool_parts(name)
+    server = parts[0] if parts is not None else mcp_server_of(name)
+    if server is None:
+        return False
+    whole = f"mcp__{server}"
+    return whole in offered or (parts is None and any(
+        (mine := mcp_tool_parts(tool)) is not None and mine[0] == server for tool in offered))
 
 
 class WorkflowPatch(_WithTools):
@@ -229,6 +321,7 @@ class WorkflowPatch(_WithTools):
     tools: list[CustomTool] | None = Field(default=None, max_length=32)
     webhooks: list[Webhook] | None = Field(default=None, max_length=MAX_WEBHOOKS)
     max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
+    mcp_servers: list[McpServer] | None = Field(default=None, max_length=MAX_MCP_SERVERS)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> WorkflowPatch:
@@ -238,7 +331,7 @@ class WorkflowPatch(_WithTools):
         if not self.model_fields_set:
             raise ValueError(
                 "send at least one of: name, description, crew, human_in_the_loop, tools, "
-                "webhooks, max_parallel"
+                "webhooks, max_parallel, mcp_servers"
             )
         return self
 
@@ -280,6 +373,25 @@ class CustomToolConfig(_Stored):
     url: str
 
 
+class McpToolConfig(_Stored):
+    """One tool an MCP server listed, as the definition keeps it (`name` is the server's
+    own name for it; agents know it as `mcp__<server>__<name>`)."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpServerConfig(_Stored):
+    """An MCP server as stored, with the tools it listed when the workflow was created
+    or changed (validated as `McpServer` on the way in)."""
+
+    name: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    tools: list[McpToolConfig] = Field(default_factory=list)
+
+
 class HumanInTheLoopConfig(_Stored):
     """Pause settings as stored (validated as `HumanInTheLoop` on the way in)."""
 
@@ -307,6 +419,7 @@ class Workflow(_Stored):
     tools: list[CustomToolConfig] = Field(default_factory=list)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     max_parallel: int = DEFAULT_MAX_PARALLEL
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -325,6 +438,7 @@ class DefinitionChange(_Stored):
     tools: list[CustomToolConfig] | None = None
     webhooks: list[WebhookConfig] | None = None
     max_parallel: int | None = None
+    mcp_servers: list[McpServerConfig] | None = None
 
     @model_serializer(mode="wrap")
     def _only_fields_sent(self, handler: Any) -> dict[str, Any]:
@@ -521,6 +635,7 @@ class RunInput(_Stored):
     crew: list[AgentConfig]
     human_in_the_loop: HumanInTheLoopConfig = Field(default_factory=HumanInTheLoopConfig)
     tools: list[CustomToolConfig] = Field(default_factory=list)
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     # Which generation of the definition's webhook secret signs this run's deliveries
     # when the definition is gone by then (otherwise its current one does).
@@ -592,6 +707,19 @@ class RespondAccepted(BaseModel):
 # --- Tools ------------------------------------------------------------------------
 
 
+class McpTarget(_Stored):
+    """Where an MCP tool call goes: the server as declared and the tool's own name there.
+
+    Header values of the form `env:NAME` are read from the worker's environment when the
+    call is made, so no secret is stored in Temporal.
+    """
+
+    server: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    tool: str
+
+
 class ToolCall(_Stored):
     """One tool call an agent made, as a tool activity receives it."""
 
@@ -600,6 +728,7 @@ class ToolCall(_Stored):
     name: str
     input: dict[str, Any]
     custom: CustomToolConfig | None = None
+    mcp: McpTarget | None = None
     # Where the call stands in the run: its step (0-based), the step's tool round and
     # the call's place among that round's calls. None in calls scheduled before these
     # fields existed.

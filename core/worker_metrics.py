@@ -12,8 +12,10 @@ same endpoint:
   worker that finished it, however often it was replayed. Runs terminated or timed out
   from Temporal run no workflow code and are not counted (the API reads them `failed`).
 - `loopllama_model_call_latency{model,outcome}` (ms, like the SDK's latencies),
-  `loopllama_model_call_errors_total{model,error_class}` and
-  `loopllama_model_tokens_total{model,kind}` from the model-call activities.
+  `loopllama_model_call_errors_total{model,error_class}` (the failure's type as the run
+  sees it, the same for every provider: `ModelUnavailable`, `ModelRequestRejected`,
+  `ModelNotConfigured`, `ModelReplyUnusable`) and `loopllama_model_tokens_total{model,kind}`
+  from the model-call activity, `model` as the agent names it (`openai/gpt-4.1`).
 
 Unset, the worker serves nothing and every record is a no-op.
 """

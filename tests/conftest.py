@@ -30,6 +30,8 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from worker import build_worker
 
 if TYPE_CHECKING:
+    from tests.fakes.mcp_server import FakeMcpServer
+    from tests.fakes.openai_server import FakeOpenAI
     from tests.fakes.smtp_server import FakeSmtp
     from tests.fakes.tool_server import ToolServer
 
@@ -191,7 +193,11 @@ def worker_process_env(settings: Settings) -> dict[str, str]:
         LOOPLLAMA_HTTP_ALLOWLIST=",".join(settings.http_allowlist),
         LOOPLLAMA_WEBHOOK_KEY=settings.webhook_key.value if settings.webhook_key else "",
         LOOPLLAMA_BLOB_DIR=str(settings.blob_dir),
+        OPENAI_API_KEY=settings.openai_api_key.value if settings.openai_api_key else "",
+        OPENAI_BASE_URL=settings.openai_base_url or "",
+        LOOPLLAMA_PROVIDERS=",".join(f"{p.name}={p.base_url}" for p in settings.providers),
     )
+    env.update({p.key_setting: p.api_key.value for p in settings.providers if p.api_key})
     return env
 
 
@@ -232,3 +238,29 @@ def unique_tag() -> str:
     """A token that ties fake replies to one test's requests."""
     return uuid.uuid4().hex[:10]
 
+
+@pytest.fixture
+def mcp_server() -> Iterator[FakeMcpServer]:
+    """A real MCP server (Streamable HTTP) on 127.0.0.1 that records its tool calls."""
+    from tests.fakes.mcp_server import FakeMcpServer
+
+    with FakeMcpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_api() -> Iterator[FakeOpenAI]:
+    """OpenAI's Chat Completions API, as far as the `openai` SDK can tell."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def local_model() -> Iterator[FakeOpenAI]:
+    """A keyless local OpenAI-compatible server (Ollama, vLLM)."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake

@@ -403,7 +403,7 @@ async def history_activities(
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             activity = Activity(attrs.activity_type.name)
-            if activity.name == "anthropic_messages":
+            if activity.name == "model_call":
                 (request,) = await temporal.data_converter.decode(
                     attrs.input.payloads, [ModelRequest]
                 )
@@ -461,7 +461,7 @@ async def check(
         for kill in workers.kills
     )
     figures.model_attempts = sum(a.attempt for acts, _ in histories for a in acts
-                                 if a.name == "anthropic_messages")
+                                 if a.name == "model_call")
     figures.email_attempts = sum(a.attempt for acts, _ in histories for a in acts
                                  if a.name == "send_email")
     figures.emails = len(emails)
@@ -515,7 +515,7 @@ def run_problems(
     # Each model call scheduled once and completed once; never sent after it completed;
     # every re-send follows a kill that came after the copy before it.
     activities, accepted = history
-    models = [a for a in activities if a.name == "anthropic_messages"]
+    models = [a for a in activities if a.name == "model_call"]
     keys = sorted(a.key for a in models if a.key is not None)
     expected = sorted(k for k in script.keys if k[0] == run)
     if keys != expected or len(models) != len(expected):

@@ -31,7 +31,8 @@ from temporalio.converter import encode_search_attributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.anthropic_model import MAX_REPLY_DEPTH, model_response, nesting
+from activities.models.anthropic import model_response
+from activities.models.replies import MAX_REPLY_DEPTH, nesting
 from api.app import create_app
 from api.services import run_truth
 from api.services.run_list import newest_runs

@@ -66,7 +66,7 @@ def record(message: str, *, level: int = logging.INFO, exc: bool = False,
 
 
 ACTIVITY = {
-    "activity_id": "3", "activity_type": "anthropic_messages", "attempt": 2,
+    "activity_id": "3", "activity_type": "model_call", "attempt": 2,
     "namespace": "default", "task_queue": "loopllama", "workflow_id": RUN_ID,
     "workflow_run_id": "0198-uuid", "workflow_type": "CrewRun",
 }
@@ -115,7 +115,7 @@ def test_json_line_lifts_the_sdk_context_into_fields() -> None:
     assert entry["message"] == "anthropic_messages failed (attempt 2): 429"
     assert entry["timestamp"].endswith("Z") and "T" in entry["timestamp"]
     assert entry["run_id"] == RUN_ID == entry["workflow_id"]
-    assert entry["activity_type"] == "anthropic_messages"
+    assert entry["activity_type"] == "model_call"
     assert entry["attempt"] == 2 and entry["activity_id"] == "3"
     assert entry["temporal_run_id"] == "0198-uuid"
 
@@ -254,7 +254,7 @@ async def test_worker_writes_json_lines_with_run_step_and_attempt_and_no_secrets
         return None
 
     async def both() -> tuple[dict[str, Any], dict[str, Any]] | None:
-        model = warned("anthropic_messages", run["id"])
+        model = warned("model_call", run["id"])
         tool = warned("http_request", fetching["id"])
         return (model, tool) if model and tool else None
 

@@ -213,7 +213,7 @@ async def test_worker_serves_sdk_and_model_metrics_on_loopback(
     assert value(text, "temporal_workflow_completed", workflow_type="CrewRun") == 1
     assert value(text, "temporal_workflow_failed", workflow_type="CrewRun") == 1
     assert value(text, "temporal_activity_execution_latency_count",
-                 activity_type="offline_messages") >= 1
+                 activity_type="model_call") >= 1
     assert "temporal_worker_task_slots_available" in names(text)
     # LoopLlama's model metrics, on the same endpoint.
     for model in (OFFLINE, CLAUDE):
@@ -221,7 +221,7 @@ async def test_worker_serves_sdk_and_model_metrics_on_loopback(
         assert value(text, "loopllama_model_tokens_total", model=model, kind="input") > 0
         assert value(text, "loopllama_model_tokens_total", model=model, kind="output") > 0
     assert value(text, "loopllama_model_call_errors_total", model=CLAUDE,
-                 error_class="BadRequestError") == 1
+                 error_class="ModelRequestRejected") == 1
     assert value(text, "loopllama_model_call_latency_count", model=CLAUDE,
                  outcome="error") == 1
     assert value(text, "loopllama_model_call_errors_total", model=OFFLINE) == 0

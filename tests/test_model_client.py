@@ -1,4 +1,4 @@
-"""The model client's transport: aiohttp (cheap under hundreds of calls at once), httpx
+"""The model clients' transport: aiohttp (cheap under hundreds of calls at once), httpx
 when a proxy is configured, one connection per activity slot, closed with the worker."""
 
 from __future__ import annotations
@@ -9,13 +9,9 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from activities.registry import (
-    ActivitySet,
-    anthropic_client,
-    build_activities,
-    model_http_client,
-)
-from core.settings import Settings
+from activities.models.anthropic import anthropic_provider, model_http_client
+from activities.registry import ActivitySet, build_activities
+from core.settings import ProviderEndpoint, Secret, Settings
 from tests.conftest import unique_tag
 from worker import build_worker
 
@@ -45,7 +41,7 @@ def test_a_proxy_in_the_environment_keeps_the_sdk_default(
 
 
 def test_without_a_key_there_is_no_client(settings: Settings) -> None:
-    assert anthropic_client(replace(settings, anthropic_api_key=None)) is None
+    assert anthropic_provider(replace(settings, anthropic_api_key=None)) is None
 
 
 async def test_the_worker_closes_the_model_client_when_it_stops(
@@ -59,9 +55,13 @@ async def test_the_worker_closes_the_model_client_when_it_stops(
         return activities
 
     monkeypatch.setattr("worker.build_activities", recording)
-    own = replace(settings, temporal_task_queue=f"tq-close-{unique_tag()}")
+    own = replace(settings, temporal_task_queue=f"tq-close-{unique_tag()}",
+                  openai_api_key=Secret("sk-openai-test"),
+                  providers=(ProviderEndpoint("local", "http://127.0.0.1:1/v1"),))
     async with build_worker(temporal, own):
         (activities,) = built
-        assert activities.model_client is not None
-        assert not activities.model_client.is_closed()
-    assert activities.model_client.is_closed()
+        providers: dict[str, Any] = dict(activities.models.providers)
+        assert set(providers) == {"anthropic", "openai", "local", "offline"}
+        clients = [p._client for name, p in providers.items() if name != "offline"]
+        assert not any(client.is_closed() for client in clients)
+    assert all(client.is_closed() for client in clients)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.anthropic_model import MAX_BREAKPOINTS, cache_breakpoints, messages_kwargs
+from activities.models.anthropic import MAX_BREAKPOINTS, cache_breakpoints, messages_kwargs
 from core.settings import Settings, SettingsError
 from core.types import ModelRequest
 from tests.conftest import for_role, unique_tag

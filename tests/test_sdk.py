@@ -418,7 +418,8 @@ SCHEMA_OF: dict[type[pydantic.BaseModel], str] = {
     loopllama.Workflow: "Workflow", loopllama.Agent: "AgentConfig",
     loopllama.HumanInTheLoop: "HumanInTheLoopConfig", loopllama.CustomTool: "CustomToolConfig",
     loopllama.RespondResult: "RespondAccepted", loopllama.WorkflowDeleted: "WorkflowDeleted",
-    loopllama.Webhook: "WebhookConfig",
+    loopllama.Webhook: "WebhookConfig", loopllama.McpServer: "McpServerConfig",
+    loopllama.McpTool: "McpToolConfig",
 }
 
 

@@ -19,13 +19,17 @@ with workflow.unsafe.imports_passed_through():
         ANTHROPIC_MESSAGES,
         CUSTOM_TOOL,
         HTTP_REQUEST,
+        MCP_TOOL,
+        MODEL_CALL,
         MODEL_NOT_CONFIGURED,
         MODEL_REJECTED,
         MODEL_REPLY_UNUSABLE,
         OFFLINE_MESSAGES,
         SEND_EMAIL,
     )
-    from core.types import OFFLINE_MODEL, ModelRequest, ModelResponse, ToolCall, ToolResult
+    from core.mcp_names import mcp_tool_parts
+    from core.model_routing import OFFLINE_MODEL
+    from core.types import ModelRequest, ModelResponse, ToolCall, ToolResult
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -42,7 +46,7 @@ class CallOptions:
 
 # A model call may legitimately take minutes, but a dead worker must be noticed within
 # seconds: the activity heartbeats every 2 s, so 10 s of silence means it is gone.
-MODEL_CALL = CallOptions(
+MODEL_CALL_OPTIONS = CallOptions(
     start_to_close=timedelta(minutes=10),
     heartbeat=timedelta(seconds=10),
     retry=RetryPolicy(
@@ -64,6 +68,13 @@ TOOL_CALL = CallOptions(
         maximum_interval=timedelta(seconds=30),
         maximum_attempts=5,
     ),
+)
+
+# An MCP server's tool may take up to its client's 120 s timeout to answer.
+MCP_CALL_OPTIONS = CallOptions(
+    start_to_close=timedelta(minutes=3),
+    heartbeat=TOOL_CALL.heartbeat,
+    retry=TOOL_CALL.retry,
 )
 
 
@@ -89,22 +100,36 @@ class ActivityRef(Generic[In, Out]):
         )
 
 
+# Runs schedule every model call as MODEL_CALL, which the worker routes by model name;
+# runs recorded before it (the `one-model-call` patch) named one activity per provider.
+MODEL: ActivityRef[ModelRequest, ModelResponse] = ActivityRef(
+    MODEL_CALL, ModelResponse, MODEL_CALL_OPTIONS)
 CLAUDE: ActivityRef[ModelRequest, ModelResponse] = ActivityRef(
-    ANTHROPIC_MESSAGES, ModelResponse, MODEL_CALL)
+    ANTHROPIC_MESSAGES, ModelResponse, MODEL_CALL_OPTIONS)
 OFFLINE: ActivityRef[ModelRequest, ModelResponse] = ActivityRef(
-    OFFLINE_MESSAGES, ModelResponse, MODEL_CALL)
+    OFFLINE_MESSAGES, ModelResponse, MODEL_CALL_OPTIONS)
 EMAIL: ActivityRef[ToolCall, ToolResult] = ActivityRef(SEND_EMAIL, ToolResult, TOOL_CALL)
 HTTP: ActivityRef[ToolCall, ToolResult] = ActivityRef(HTTP_REQUEST, ToolResult, TOOL_CALL)
 CUSTOM: ActivityRef[ToolCall, ToolResult] = ActivityRef(CUSTOM_TOOL, ToolResult, TOOL_CALL)
+MCP: ActivityRef[ToolCall, ToolResult] = ActivityRef(MCP_TOOL, ToolResult, MCP_CALL_OPTIONS)
+
+# Set in runs whose model calls are all MODEL_CALL.
+ONE_MODEL_CALL = "one-model-call"
 
 
 def model_call(model: str) -> ActivityRef[ModelRequest, ModelResponse]:
-    """The activity that serves `model`."""
+    """The activity that serves `model`: MODEL_CALL, or in runs recorded before it, the
+    provider's own (Claude's or the offline model's)."""
+    if workflow.patched(ONE_MODEL_CALL):
+        return MODEL
     return OFFLINE if model == OFFLINE_MODEL else CLAUDE
 
 
 def tool_call(name: str) -> ActivityRef[ToolCall, ToolResult]:
-    """The activity that runs the tool `name` (a built-in, else a custom HTTP tool)."""
+    """The activity that runs the tool `name` (a built-in, an MCP server's tool, else a
+    custom HTTP tool)."""
     if name == SEND_EMAIL:
         return EMAIL
-    return HTTP if name == HTTP_REQUEST else CUSTOM
+    if name == HTTP_REQUEST:
+        return HTTP
+    return MCP if mcp_tool_parts(name) is not None else CUSTOM

@@ -15,10 +15,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from core.tools import approval_summary, input_problem, tool_definitions
+    from core.mcp_names import mcp_tool_parts
+    from core.tools import approval_summary, input_problem, needs_approval, tool_definitions
     from core.types import (
         ASK_HUMAN_TOOL,
         AgentConfig,
+        McpTarget,
         ModelRequest,
         ModelResponse,
         Pending,
@@ -62,7 +64,8 @@ class AgentStep:
         messages: list[dict[str, Any]] = [
             {"role": "user", "content": self._step.input}, *progress.messages]
         tools = tool_definitions(
-            agent, self._start.tools, self._start.human_in_the_loop.allow_input_requests
+            agent, self._start.tools, self._start.human_in_the_loop.allow_input_requests,
+            self._start.mcp_servers,
         )
         schemas = {tool["name"]: tool["input_schema"] for tool in tools}
         for rounds in range(progress.rounds, agent.max_tool_rounds + 1):
@@ -119,7 +122,7 @@ class AgentStep:
                 self._step, Pending(kind="input", prompt=str(tool_input["question"]))
             )
             return ToolResult(content=answer.input or "")
-        if name in self._start.human_in_the_loop.approval_required_tools:
+        if needs_approval(name, self._start.human_in_the_loop.approval_required_tools):
             decision = await self._gate.ask(
                 self._step,
                 Pending(kind="approval", prompt=approval_summary(name, tool_input), tool=name,
@@ -139,8 +142,8 @@ class AgentStep:
         custom = next((t for t in self._start.tools if t.name == name), None)
         step, round_, position = place
         call = ToolCall(run_id=self._run.id, tool_use_id=tool_use_id, name=name,
-                        input=tool_input, custom=custom, step=step, round=round_,
-                        position=position)
+                        input=tool_input, custom=custom, mcp=self._mcp_target(name),
+                        step=step, round=round_, position=position)
         check_history_budget()
         self._publisher.flush()
         try:
@@ -152,6 +155,17 @@ class AgentStep:
                 content=f"The {name} tool failed: {describe_activity_failure(err, 'tool')}.",
                 is_error=True,
             )
+
+    def _mcp_target(self, name: str) -> McpTarget | None:
+        parts = mcp_tool_parts(name)
+        if parts is None:
+            return None
+        # Only offered tools get here, and only the run's servers' tools are offered.
+        server = next((s for s in self._start.mcp_servers if s.name == parts[0]), None)
+        if server is None:
+            return None
+        return McpTarget(server=server.name, url=server.url, headers=server.headers,
+                         tool=parts[1])
 
     async def _call_model(self, messages: list[dict[str, Any]],
                           tools: list[dict[str, Any]]) -> ModelResponse:

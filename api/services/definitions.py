@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -33,19 +36,25 @@ from api.services.temporal_calls import (
     wait_until_listed,
 )
 from core.ids import WORKFLOW_PREFIX, id_for_key, looks_like, new_id
+from core.mcp_client import McpRefused, McpUnavailable, list_tools
+from core.mcp_names import usable_tool_name
 from core.net_policy import DestinationRefused, check_declared_url
 from core.settings import Secret
 from core.temporal import SA_CREATED_AT
 from core.timefmt import truncate_to_millis
 from core.types import (
+    Agent,
     CustomTool,
     DefinitionChange,
+    McpServer,
+    McpTool,
     Webhook,
     Workflow,
     WorkflowPatch,
     WorkflowSpec,
     WorkflowStatus,
 )
+from core.validation_messages import describe_validation_errors
 from core.webhook_secrets import GENERATION_MEMO_KEY, webhook_secret
 from workflows.definition import (
     DEFINITION_WORKFLOW_TYPE,
@@ -73,11 +82,17 @@ class Definitions:
     """Create, read, change and delete crew definitions."""
 
     def __init__(self, client: Client, task_queue: str, *, allowlist: tuple[str, ...] = (),
-                 webhook_key: Secret | None = None) -> None:
+                 webhook_key: Secret | None = None,
+                 model_problem: Callable[[str], str | None] = lambda model: None,
+                 environ: Mapping[str, str] = os.environ) -> None:
         self._client = client
         self._task_queue = task_queue
         self._allowlist = allowlist
         self._webhook_key = webhook_key
+        # Why this deployment cannot serve a model (Settings.model_problem), or None.
+        self._model_problem = model_problem
+        # Where MCP servers' `env:NAME` headers are read when their tools are listed.
+        self._environ = environ
 
     async def create(self, spec: WorkflowSpec, idempotency_key: str | None = None) -> Workflow:
         """Start a definition entity; readable at once, even before a worker picks it up.
@@ -85,6 +100,7 @@ class Definitions:
         With an idempotency key, a retry of the same request returns the workflow the
         first attempt created instead of creating another.
         """
+        self._check_models(spec.crew)
         await self._check_webhooks(spec.webhooks)
         await self._check_tools(spec.tools)
         workflow_id = new_id(WORKFLOW_PREFIX)
@@ -93,6 +109,8 @@ class Definitions:
             earlier = await self._find(workflow_id)
             if earlier is not None:
                 return _same_spec(earlier, spec)
+        if spec.mcp_servers:
+            spec = _with_mcp_tools(spec, await self._list_mcp_tools(spec.mcp_servers))
         now = truncate_to_millis(datetime.now(UTC))
         definition = Workflow(
             id=workflow_id, status="active", created_at=now, updated_at=now,
@@ -173,6 +191,50 @@ class Definitions:
             except DestinationRefused as refused:
                 raise BadRequest(f"tools.{index}.url (tool {tool.name!r}): {refused}.") from None
 
+    def _check_models(self, crew: list[Agent]) -> None:
+        """400 naming the first agent whose model no provider of this deployment serves."""
+        for index, agent in enumerate(crew):
+            problem = self._model_problem(agent.model)
+            if problem is not None:
+                raise BadRequest(f"crew.{index}.model (agent {agent.role!r}): {problem}.")
+
+    async def _list_mcp_tools(self, servers: list[McpServer]) -> list[McpServer]:
+        """`servers` with the tools each lists now (all asked at once); 400 naming the
+        first that may not be called, cannot be reached or lists nothing."""
+        listed = await asyncio.gather(
+            *(self._list_one(index, server) for index, server in enumerate(servers)),
+            return_exceptions=True)
+        for outcome in listed:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [outcome for outcome in listed if not isinstance(outcome, BaseException)]
+
+    async def _list_one(self, index: int, server: McpServer) -> McpServer:
+        where = f"mcp_servers.{index} (server {server.name!r})"
+        try:
+            await check_declared_url(server.url, self._allowlist)
+            tools = await list_tools(server.url, server.headers, allowlist=self._allowlist,
+                                     environ=self._environ)
+        except DestinationRefused as refused:
+            raise BadRequest(f"{where}.url: {refused}.") from None
+        except (McpRefused, McpUnavailable) as err:
+            raise BadRequest(f"{where}: {err}") from None
+        # A tool whose name no model may be offered (`mcp__<server>__<tool>` past 64
+        # characters, or with other characters than letters, digits, `_` and `-`) is
+        # left out; the workflow object shows which tools its agents have.
+        usable = [t for t in tools if usable_tool_name(server.name, t.name)]
+        if not usable:
+            raise BadRequest(
+                f"{where}: the server lists no tools"
+                + (f" whose names a model can be offered (it lists {len(tools)}; names must "
+                   "fit mcp__<server>__<tool> in 64 letters, digits, '_' and '-')"
+                   if tools else "")
+                + ", so its agents would have none to call; check the URL, or leave the "
+                "server out.")
+        return server.model_copy(update={"tools": [
+            McpTool(name=t.name, description=t.description, input_schema=t.input_schema)
+            for t in usable]})
+
     async def list(self) -> list[Workflow]:
         """Every live definition, newest first: one visibility listing, whose rows carry
         the memo each definition publishes (no describe per definition).
@@ -207,7 +269,16 @@ class Definitions:
         return definitions
 
     async def change(self, workflow_id: str, patch: WorkflowPatch) -> Workflow:
-        """Apply a partial edit; runs already started keep their snapshot."""
+        """Apply a partial edit; runs already started keep their snapshot.
+
+        MCP servers sent are listed again (their tools may have changed); the definition
+        entity checks the whole result, so agents naming a tool no server lists are a 400.
+        """
+        if patch.crew:
+            self._check_models(patch.crew)
+        if patch.mcp_servers:
+            patch = patch.model_copy(update={
+                "mcp_servers": await self._list_mcp_tools(patch.mcp_servers)})
         if patch.webhooks:
             await self._check_webhooks(patch.webhooks)
         if patch.tools:
@@ -328,8 +399,23 @@ def _not_found(workflow_id: str, description: WorkflowExecutionDescription | Non
     )
 
 
+def _with_mcp_tools(spec: WorkflowSpec, servers: list[McpServer]) -> WorkflowSpec:
+    """`spec` with its MCP servers as listed, checked again: an agent may name a tool
+    that no server lists (a 400 naming it)."""
+    try:
+        return WorkflowSpec.model_validate(
+            {**spec.model_dump(), "mcp_servers": [s.model_dump() for s in servers]})
+    except ValidationError as err:
+        raise BadRequest(describe_validation_errors(list(err.errors()))) from None
+
+
 def _same_spec(definition: Workflow, spec: WorkflowSpec) -> Workflow:
-    if definition.spec_fields() != spec.model_dump():
+    # The listed MCP tools are the server's answer, not the request's: a retry whose
+    # server lists other tools by now is still the same request.
+    def sent(fields: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "mcp_servers": [{**server, "tools": None}
+                                          for server in fields.get("mcp_servers", [])]}
+    if sent(definition.spec_fields()) != sent(spec.model_dump()):
         raise Conflict(
             "This Idempotency-Key was already used to create a different workflow; send a "
             "new key for a new workflow."

@@ -108,6 +108,7 @@ class Runs:
                 crew=definition.crew,
                 human_in_the_loop=definition.human_in_the_loop,
                 tools=definition.tools,
+                mcp_servers=definition.mcp_servers,
                 webhooks=definition.webhooks,
                 webhook_secret_version=secret_generation,
                 model_task_queues=self._model_queues(definition.crew),

@@ -1,4 +1,4 @@
-"""The Claude model call: one Messages API request per activity attempt.
+"""Claude: one Messages API request per model call.
 
 Every call asks for prompt caching (unless the worker's settings turn it off). Anthropic
 caches a prompt *prefix*, in the order tools → system → messages, up to a block marked
@@ -26,42 +26,22 @@ workflow histories hold the provider-neutral request and replay is unaffected.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 import anthropic
-from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
+import httpx2
 
-from activities.heartbeat import heartbeating
-from core.contract import (
-    ANTHROPIC_MESSAGES,
-    MODEL_NOT_CONFIGURED,
-    MODEL_REJECTED,
-    MODEL_REPLY_UNUSABLE,
-    MODEL_UNAVAILABLE,
+from activities.models.base import behind_proxy
+from activities.models.replies import (
+    check_tool_inputs,
+    checked,
+    status_failure,
+    unavailable,
+    unusable_reply,
 )
-from core.redaction import redact
-from core.tracing import annotate_model_call, annotate_model_usage
+from core.redaction import redact, secret_values
+from core.settings import Settings
 from core.types import ModelRequest, ModelResponse
-from core.worker_metrics import record_model_call
-
-# Error types the workflow (and the Temporal UI) see.
-RETRYABLE = MODEL_UNAVAILABLE
-REJECTED = MODEL_REJECTED
-NOT_CONFIGURED = MODEL_NOT_CONFIGURED
-REPLY_UNUSABLE = MODEL_REPLY_UNUSABLE
-
-# How deeply a reply's content may nest (lists and objects). Temporal's payload converter
-# serializes about 250 levels and parses back 200 of a whole payload, and a reply travels
-# on inside deeper payloads (the next request's messages, a retried run's input, the
-# memo): 100 leaves room for those, and no tool input a schema describes comes near it.
-MAX_REPLY_DEPTH = 100
-
-_MAX_RETRY_AFTER = timedelta(minutes=5)
 
 # The default five-minute cache; a read refreshes it, and the rounds of a tool loop and
 # the runs of a busy workflow come well within that. The one-hour cache costs 2× to write.
@@ -72,8 +52,8 @@ MAX_BREAKPOINTS = 4
 _MARKABLE = ("text", "tool_result", "tool_use", "image", "document")
 
 
-class AnthropicModel:
-    """Calls Claude through one async client per worker.
+class AnthropicProvider:
+    """Claude through one async client per worker (`claude-*`, `anthropic/<model>`).
 
     The client's own retries are off: Temporal retries the activity with backoff, so every
     attempt is visible in the run's history and the UI. `secrets` (the worker's configured
@@ -81,75 +61,45 @@ class AnthropicModel:
     the run's `error`, its events and its webhooks.
     """
 
-    def __init__(
-        self, client: anthropic.AsyncAnthropic | None, *, prompt_cache: bool = True,
-        secrets: tuple[str, ...] = (),
-    ) -> None:
+    name = "anthropic"
+
+    def __init__(self, client: anthropic.AsyncAnthropic, *, prompt_cache: bool = True,
+                 secrets: tuple[str, ...] = ()) -> None:
         self._client = client
         self._prompt_cache = prompt_cache
         self._secrets = secrets
 
-    @activity.defn(name=ANTHROPIC_MESSAGES)
     async def call(self, request: ModelRequest) -> ModelResponse:
         """Send one Messages request; classify failures as retryable or not."""
-        annotate_model_call("anthropic", request.model)
-        if self._client is None:
-            record_model_call(request.model, None, error_class=NOT_CONFIGURED)
-            raise ApplicationError(
-                f"Model {request.model!r} needs ANTHROPIC_API_KEY on the worker; set it, "
-                "or use the offline model 'loopllama-offline'.",
-                type=NOT_CONFIGURED,
-                non_retryable=True,
-            )
         kwargs = messages_kwargs(request, prompt_cache=self._prompt_cache)
-        started = time.monotonic()
         try:
-            async with heartbeating():
-                message = await self._client.messages.create(**kwargs)
+            message = await self._client.messages.create(**kwargs)
         except anthropic.APIConnectionError as err:  # includes timeouts
-            record_model_call(request.model, started, error_class=type(err).__name__)
-            raise ApplicationError(
-                f"Could not reach the model API ({type(err).__name__})",
-                type=RETRYABLE,
-            ) from None
+            raise unavailable(f"Could not reach the model API ({type(err).__name__})") from None
         except anthropic.APIStatusError as err:
-            record_model_call(request.model, started, error_class=type(err).__name__)
             raise classify_status_error(err, self._secrets) from None
         except (anthropic.APIResponseValidationError, RecursionError) as err:
             # An answer the SDK cannot read (a reply nested past what its JSON parser
             # takes, or not a Messages reply): the same answer fails the same way.
-            record_model_call(request.model, started, error_class=REPLY_UNUSABLE)
             raise unusable_reply(f"the SDK cannot read it ({type(err).__name__})") from None
-        try:
-            response = model_response(message)
-        except ApplicationError:
-            record_model_call(request.model, started, error_class=REPLY_UNUSABLE)
-            raise
-        annotate_model_usage(response)
-        record_model_call(request.model, started, tokens={
-            "input": response.tokens_in, "output": response.tokens_out,
-            "cache_read": response.tokens_in_cached,
-            "cache_write": response.tokens_in_cache_write})
-        return response
+        return model_response(message)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.close()
 
 
 def model_response(message: anthropic.types.Message) -> ModelResponse:
-    """The run's view of a Messages reply, checked to travel through Temporal.
-
-    A reply that cannot be stored as the activity's result (a tool input nested past what
-    the payload converter serializes or parses, a reply that is not a Messages reply)
-    would fail the same way on every attempt, each one billed: it fails at once,
-    non-retryable (`MODEL_REPLY_UNUSABLE`), saying why.
-    """
-    for block in message.content:
-        tool_input = getattr(block, "input", None)
-        depth = nesting(tool_input, MAX_REPLY_DEPTH)
-        if depth > MAX_REPLY_DEPTH:
-            name = repr(getattr(block, "name", "?"))[:80]
-            raise unusable_reply(
-                f"its input for the tool {name} is nested more than {MAX_REPLY_DEPTH} "
-                "levels deep, more than a run can store; give the tool a flatter "
-                "input_schema, or ask for flatter input in the agent's instructions")
+    """The run's view of a Messages reply, checked to travel through Temporal
+    (`replies.checked`): an unusable reply fails at once, saying why."""
+    try:
+        content = [block.model_dump(mode="json", exclude_none=True)
+                   for block in message.content]
+    except Exception as err:  # noqa: BLE001 - whatever it is, this reply cannot be used
+        raise unusable_reply(
+            f"it is not a Messages API reply this worker can read ({type(err).__name__})"
+        ) from None
+    check_tool_inputs(content)
     try:
         usage = message.usage
         # The API's input_tokens leaves out what was written to or read from the cache;
@@ -158,8 +108,7 @@ def model_response(message: anthropic.types.Message) -> ModelResponse:
         written = usage.cache_creation_input_tokens or 0
         read = usage.cache_read_input_tokens or 0
         response = ModelResponse(
-            content=[block.model_dump(mode="json", exclude_none=True)
-                     for block in message.content],
+            content=content,
             stop_reason=message.stop_reason,
             tokens_in=usage.input_tokens + written + read,
             tokens_out=usage.output_tokens,
@@ -170,57 +119,7 @@ def model_response(message: anthropic.types.Message) -> ModelResponse:
         raise unusable_reply(
             f"it is not a Messages API reply this worker can read ({type(err).__name__})"
         ) from None
-    # The content list and a block hold a tool's input: two levels more.
-    if nesting(response.content, MAX_REPLY_DEPTH + 2) > MAX_REPLY_DEPTH + 2:
-        raise unusable_reply(
-            f"its content is nested more than {MAX_REPLY_DEPTH} levels deep, more than a "
-            "run can store")
-    check_storable(response)
-    return response
-
-
-def check_storable(response: ModelResponse) -> None:
-    """Raise `unusable_reply` unless the worker's payload converter (LoopLlama's, outside
-    a worker) both writes `response` and reads it back, as the workflow will."""
-    converter = (activity.payload_converter() if activity.in_activity()
-                 else pydantic_data_converter.payload_converter)
-    try:
-        payloads = converter.to_payloads([response])
-        converter.from_payloads(payloads, [ModelResponse])
-    except Exception as err:  # noqa: BLE001 - any failure here fails every attempt alike
-        raise unusable_reply(
-            f"Temporal's payload converter cannot carry it ({type(err).__name__})"
-        ) from None
-
-
-def unusable_reply(why: str) -> ApplicationError:
-    """The non-retryable failure for a reply the run cannot take, saying `why`."""
-    return ApplicationError(
-        f"The model's reply cannot be used: {why}. Not retried: the same reply would fail "
-        "the same way.",
-        type=REPLY_UNUSABLE,
-        non_retryable=True,
-    )
-
-
-def nesting(value: Any, limit: int) -> int:
-    """How deeply lists and objects nest in `value` (a scalar is 0, `{}` is 1), counted
-    without recursion; stops looking once past `limit`."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+    return checked(response)
 
 
 def messages_kwargs(request: ModelRequest, *, prompt_cache: bool) -> dict[str, Any]:
@@ -288,59 +187,54 @@ def _with_last_block_marked(message: dict[str, Any]) -> dict[str, Any] | None:
     return {**message, "content": [*content[:-1], {**last, "cache_control": dict(EPHEMERAL)}]}
 
 
-# Statuses that pass with time: timeout, conflict (a concurrent request), rate limit,
-# and every 5xx (529 is Anthropic's "overloaded"). Judged by the status itself, not the
-# SDK's exception classes, which vary between SDK versions and gateways.
-_PASSING_STATUSES = frozenset({408, 409, 429})
-
-
-def is_retryable_status(status: int) -> bool:
-    """Whether a model API answer with `status` may succeed if the call is repeated."""
-    return status in _PASSING_STATUSES or 500 <= status <= 599
-
-
 def classify_status_error(err: anthropic.APIStatusError,
-                          secrets: tuple[str, ...] = ()) -> ApplicationError:
+                          secrets: tuple[str, ...] = ()) -> Exception:
     """Rate limits, overload and 5xx pass with time; other statuses need a change.
 
     The API's own message is kept (it says what to change), redacted of `secrets` and of
     anything shaped like a credential: a gateway or a local server may repeat the key it
     was sent, and the message becomes the run's error, its events and its webhooks.
     """
+    # Redacted whole before it is cut, so no cut leaves part of a key behind.
     detail = redact(_error_message(err), secrets)[:500]
-    if is_retryable_status(err.status_code):
-        return ApplicationError(
-            f"The model API answered {err.status_code} ({detail})",
-            type=RETRYABLE,
-            next_retry_delay=_retry_after(err),
-        )
-    advice = {
-        400: "check the agent's model name, max_tokens and instructions",
-        401: "check ANTHROPIC_API_KEY on the worker",
-        403: "the API key may not use this model",
-        404: "check the model name",
-    }.get(err.status_code, "check the agent's configuration")
-    return ApplicationError(
-        f"The model API rejected the request ({err.status_code}: {detail}); {advice}.",
-        type=REJECTED,
-        non_retryable=True,
-    )
+    return status_failure("model", err.status_code, detail, key_setting="ANTHROPIC_API_KEY",
+                          retry_after=err.response.headers.get("retry-after"))
 
 
 def _error_message(err: anthropic.APIStatusError) -> str:
     body = err.body if isinstance(err.body, dict) else {}
     inner = body.get("error") if isinstance(body.get("error"), dict) else body
     message = inner.get("message") if isinstance(inner, dict) else None
-    # Redacted whole before it is cut, so no cut leaves part of a key behind.
     return str(message or err.message)
 
 
-def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:
-    value = err.response.headers.get("retry-after")
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
+# A model call may take minutes; a model API that does not answer a connect is down.
+MODEL_TIMEOUT = anthropic.Timeout(300.0, connect=10.0)
+
+
+def anthropic_provider(settings: Settings) -> AnthropicProvider | None:
+    """Claude for a worker with ANTHROPIC_API_KEY (one client), else None."""
+    if settings.anthropic_api_key is None:
         return None
-    if seconds is None or seconds < 0:
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.value,
+        base_url=settings.anthropic_base_url,
+        # Temporal owns retries (visible in the UI); the SDK must not retry underneath.
+        max_retries=0,
+        timeout=MODEL_TIMEOUT,
+        http_client=model_http_client(settings.worker_max_activities),
+    )
+    return AnthropicProvider(client, prompt_cache=settings.prompt_cache,
+                             secrets=secret_values(settings))
+
+
+def model_http_client(max_connections: int) -> httpx2.AsyncClient | None:
+    """The client's HTTP transport: aiohttp with one connection per activity slot, or
+    None (the SDK's default) behind a proxy (`base.behind_proxy`)."""
+    if behind_proxy():
         return None
-    return min(timedelta(seconds=seconds), _MAX_RETRY_AFTER)
+    return anthropic.DefaultAioHttpClient(
+        # httpx2: the anthropic SDK's own fork of httpx, which its clients are typed with.
+        limits=httpx2.Limits(max_connections=max(max_connections, 1)),
+        timeout=MODEL_TIMEOUT,
+    )

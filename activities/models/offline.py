@@ -7,7 +7,8 @@ always answers the same way. Its rules, which the README documents:
 - It calls a tool it was offered, once per step, when the task asks for it:
   `ask_human` when the task says "ask me"; `send_email` when the task contains an
   email address; `http_request` when the task contains an http(s) URL; a custom tool
-  when the task mentions the tool's name.
+  when the task mentions the tool's name; an MCP tool (`mcp__<server>__<tool>`) when
+  the task mentions its name or its server's name for it (`<tool>`).
 - After tool results come back it writes its final answer, quoting them.
 - Token usage is the number of whitespace-separated words read and written.
 """
@@ -15,15 +16,10 @@ always answers the same way. Its rules, which the README documents:
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
-from temporalio import activity
-
-from core.contract import OFFLINE_MESSAGES
-from core.tracing import annotate_model_call, annotate_model_usage
+from core.mcp_names import mcp_tool_parts
 from core.types import ASK_HUMAN_TOOL, ModelRequest, ModelResponse
-from core.worker_metrics import record_model_call
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
@@ -86,7 +82,9 @@ def _tool_input(tool: dict[str, Any], full_task: str) -> dict[str, Any] | None:
     if name == "http_request":
         match = _URL.search(task)
         return None if match is None else {"method": "GET", "url": match.group(0)}
-    if name.lower() not in task.lower():
+    mcp = mcp_tool_parts(name)
+    names = [name] if mcp is None else [name, mcp[1]]
+    if not any(known.lower() in task.lower() for known in names):
         return None
     schema = tool.get("input_schema") or {}
     properties = schema.get("properties") or {}
@@ -150,13 +148,15 @@ def offline_reply(request: ModelRequest) -> ModelResponse:
     )
 
 
-@activity.defn(name=OFFLINE_MESSAGES)
-async def offline_messages(request: ModelRequest) -> ModelResponse:
-    """The offline model as an activity, so it runs where a real model call would."""
-    annotate_model_call("loopllama-offline", request.model)
-    started = time.monotonic()
-    response = offline_reply(request)
-    annotate_model_usage(response)
-    record_model_call(request.model, started, tokens={
-        "input": response.tokens_in, "output": response.tokens_out})
-    return response
+class OfflineProvider:
+    """The offline model as a provider: no client, nothing to close."""
+
+    # As traces have always called it.
+    name = "loopllama-offline"
+
+    async def call(self, request: ModelRequest) -> ModelResponse:
+        """Answer as `offline_reply` does."""
+        return offline_reply(request)
+
+    async def close(self) -> None:
+        """Nothing to close."""
