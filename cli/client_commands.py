@@ -50,7 +50,9 @@ def add_client_commands(commands: Any) -> None:
     wf = workflows.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = wf.add_parser("create", parents=[common], help="Create from a JSON/YAML file.")
     create.add_argument("-f", "--file", required=True, type=Path,
-                        help="crew definition (.json, .yaml or .yml; - for stdin JSON)")
+                        help="crew definition (.json, .yaml or .yml; - for stdin JSON): "
+                             "name, crew, and any other field of the API's body, such "
+                             "as mcp_servers")
     wf.add_parser("list", parents=[common], help="List workflows, newest first.")
     for action, text in (("get", "Show one workflow."), ("pause", "Refuse new runs."),
                          ("resume", "Accept new runs again."), ("delete", "Delete it.")):
@@ -201,6 +203,16 @@ def _print_workflow(workflow: Any, out: TextIO) -> None:
         after = "" if agent.after is None else (
             f"  after: {', '.join(agent.after)}" if agent.after else "  after: (start)")
         print(f"  {order}. {agent.role}  ({agent.model}){tools}{after}", file=out)
+    # (getattr: an SDK installed before MCP servers has no such field.)
+    servers = getattr(workflow, "mcp_servers", None) or []
+    if servers:
+        print("  mcp servers: " + ", ".join(
+            f"{server.name} ({_count(len(server.tools), 'tool')})" for server in servers),
+            file=out)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,

@@ -15,6 +15,7 @@ API error, 2 usage).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -29,9 +30,10 @@ from typing import Any
 
 import httpx
 import pytest
-from loopllama import Run
+from loopllama import Run, Workflow
 from temporalio.client import Client
 
+from cli.client_commands import _print_workflow
 from core.settings import Settings
 from tests.conftest import API_KEY, eventually, free_port
 from tests.helpers import uvicorn_in_thread
@@ -325,6 +327,29 @@ async def test_workflows_create_list_get_pause_resume_delete(
     assert f"No workflow with id {json_id!r}" in gone.err and "HTTP 404" in gone.err, gone
     gone = await server.cli("workflows", "pause", "ckva-nope")
     assert gone.code == 1 and "HTTP 404" in gone.err, gone
+
+
+def test_workflow_summary_shows_mcp_servers_and_their_tool_counts() -> None:
+    # (No real MCP server needed: the summary is printed from the API's answer.)
+    tool = {"name": "find", "description": "", "input_schema": {}}
+    workflow = Workflow.model_validate({
+        "id": "ckva1", "name": "crm crew", "status": "active",
+        "created_at": "2026-05-20T17:10:00.000Z", "updated_at": "2026-05-20T17:10:00.000Z",
+        "crew": [{"role": "a", "model": "local/llama3.2", "tools": ["mcp__crm"]}],
+        "mcp_servers": [
+            {"name": "crm", "url": "https://crm.example.com/mcp",
+             "headers": {"Authorization": "env:CRM_TOKEN"},
+             "tools": [tool, {**tool, "name": "update"}]},
+            {"name": "issues", "url": "https://issues.example.com/mcp", "tools": [tool]},
+        ],
+    })
+    out = io.StringIO()
+    _print_workflow(workflow, out)
+    assert out.getvalue().splitlines() == [
+        "ckva1  crm crew  [active]",
+        "  1. a  (local/llama3.2)  tools: mcp__crm",
+        "  mcp servers: crm (2 tools), issues (1 tool)",
+    ]
 
 
 # --- 2. Invalid crew files ------------------------------------------------------------

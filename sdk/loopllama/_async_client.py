@@ -28,6 +28,7 @@ from loopllama.types import (
     CustomTool,
     Decision,
     HumanInTheLoop,
+    McpServer,
     RespondResult,
     Run,
     RunEvent,
@@ -143,6 +144,7 @@ class AsyncWorkflows:
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
         webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
         max_parallel: int | None = None,
+        mcp_servers: Sequence[McpServer | Mapping[str, Any]] | None = None,
     ) -> Workflow:
         """Create a workflow from keywords, or from a dict body (keywords override it).
 
@@ -150,10 +152,18 @@ class AsyncWorkflows:
         may list in their own `tools`; `webhooks` where to POST which run events. An
         agent's `after` makes the crew a graph (see `Agent`); `max_parallel` (1-64, the
         server's default 8) is how many agents of one run may work at once.
+
+        `mcp_servers` (at most 8; dicts or `McpServer`) are remote MCP servers whose
+        tools agents list as ``mcp__<server>__<tool>``, or ``mcp__<server>`` for all of
+        them (the same names go in `approval_required_tools`). The API lists each
+        server's tools before it answers (a 400 if one cannot be reached); `tools` of a
+        server is read-only and not sent. A header value ``"env:NAME"`` is read from the
+        environment of LoopLlama's worker (and API), so the secret stays out of the
+        workflow.
         """
         body = {**(spec or {}), **_core.workflow_fields(name, description, crew,
                                                          human_in_the_loop, tools, webhooks,
-                                                         max_parallel)}
+                                                         max_parallel, mcp_servers)}
         return await self._client._request(_core.create_workflow(body))
 
     async def list(self) -> list[Workflow]:
@@ -175,11 +185,18 @@ class AsyncWorkflows:
         tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
         webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
         max_parallel: int | None = None,
+        mcp_servers: Sequence[McpServer | Mapping[str, Any]] | None = None,
         **fields: Any,
     ) -> Workflow:
-        """Change the given fields (others stay); extra keywords are sent as they are."""
+        """Change the given fields (others stay); extra keywords are sent as they are.
+
+        `mcp_servers` replaces the whole list (dicts or `McpServer`; their `tools` are
+        not sent), and the API lists each server's tools afresh; agents' ``mcp__...``
+        tool names must then name tools the servers list.
+        """
         body = {**fields, **_core.workflow_fields(name, description, crew, human_in_the_loop,
-                                                   tools, webhooks, max_parallel)}
+                                                   tools, webhooks, max_parallel,
+                                                   mcp_servers)}
         return await self._client._request(_core.update_workflow(workflow_id, body))
 
     async def delete(self, workflow_id: str) -> WorkflowDeleted:

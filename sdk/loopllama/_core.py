@@ -39,6 +39,7 @@ from loopllama.types import (
     CustomTool,
     Decision,
     HumanInTheLoop,
+    McpServer,
     Pending,
     RespondResult,
     Run,
@@ -176,6 +177,7 @@ def workflow_fields(
     tools: Sequence[CustomTool | Mapping[str, Any]] | None = None,
     webhooks: Sequence[Webhook | Mapping[str, Any]] | None = None,
     max_parallel: int | None = None,
+    mcp_servers: Sequence[McpServer | Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON fields of a workflow body; None means "not given"."""
     body: dict[str, Any] = {}
@@ -193,7 +195,18 @@ def workflow_fields(
         body["webhooks"] = [_model_json(hook) for hook in webhooks]
     if max_parallel is not None:
         body["max_parallel"] = max_parallel
+    if mcp_servers is not None:
+        body["mcp_servers"] = [_mcp_server_json(server) for server in mcp_servers]
     return body
+
+
+def _mcp_server_json(server: McpServer | Mapping[str, Any]) -> dict[str, Any]:
+    # `tools` is read-only: the API lists the server's tools itself. A copy sent back
+    # (say, from a workflow read earlier) could be stale, and the API would check the
+    # agents' `mcp__...` names against it, so it is never sent.
+    data = _model_json(server)
+    data.pop("tools", None)
+    return data
 
 
 def create_workflow(body: Mapping[str, Any]) -> Endpoint[Workflow]:
@@ -217,7 +230,7 @@ def update_workflow(workflow_id: str, body: Mapping[str, Any]) -> Endpoint[Workf
     if not body:
         raise LoopLlamaError(
             "update() needs at least one of: name, description, crew, human_in_the_loop, "
-            "tools, webhooks, max_parallel."
+            "tools, webhooks, max_parallel, mcp_servers."
         )
     return Endpoint("PATCH", f"/v1/workflows/{_seg(workflow_id)}", _one(Workflow), body)
 

@@ -23,6 +23,8 @@ __all__ = [
     "Decision",
     "EVENT_TYPES",
     "HumanInTheLoop",
+    "McpServer",
+    "McpTool",
     "RunEvent",
     "TERMINAL_EVENT_TYPES",
     "Pending",
@@ -65,6 +67,16 @@ class Agent(_Model):
     Build one to pass to `workflows.create(crew=[...])`; only the fields you set are
     sent, so the server's defaults apply to the rest.
 
+    `model` picks the provider as well as the model: ``claude-...`` or
+    ``anthropic/<model>`` (Anthropic), ``openai/<model>``, ``<provider>/<model>`` for an
+    OpenAI-compatible endpoint the server names in ``LOOPLLAMA_PROVIDERS`` (like
+    ``local/llama3.2``), or ``loopllama-offline``. The server judges the name; the SDK
+    sends it as it is.
+
+    `tools` names built-in tools, the workflow's custom tools, and MCP tools:
+    ``mcp__<server>__<tool>`` for one tool of a server in the workflow's `mcp_servers`,
+    ``mcp__<server>`` for all of its tools.
+
     `after` names the roles of earlier agents this one needs (their outputs are its
     input). None (or unset): the agent just before it in the crew, so a plain list is a
     chain; ``[]``: it starts at once, from the run's input. Agents whose needs are met
@@ -84,7 +96,9 @@ class HumanInTheLoop(_Model):
     """How a crew's runs may pause for a person.
 
     `allow_input_requests` lets agents ask the human a question; tools named in
-    `approval_required_tools` wait for a human's go-ahead before they run;
+    `approval_required_tools` (MCP tools too, named as agents name them:
+    ``mcp__<server>__<tool>``, or ``mcp__<server>`` for all of a server's tools) wait
+    for a human's go-ahead before they run;
     `input_timeout_seconds` is how long a run waits for a human before it fails
     (None: forever).
     """
@@ -111,11 +125,42 @@ class Webhook(_Model):
     events: list[str] = Field(default_factory=list)
 
 
+class McpTool(_Model):
+    """One tool an MCP server listed: `name` is the server's own name for it; agents
+    name it ``mcp__<server>__<name>``."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpServer(_Model):
+    """A remote MCP server (Streamable HTTP) whose tools the crew's agents may use.
+
+    `name` (lowercase letters and digits, words joined by ``-`` or ``_``, like
+    ``"crm"``) is how agents name its tools: ``mcp__<name>__<tool>``, or
+    ``mcp__<name>`` for all of them. `headers` go with every request to `url`; a value
+    ``"env:NAME"`` is read from the environment of LoopLlama's worker when a tool is
+    called (and of its API when it lists the tools), so secrets stay out of the
+    workflow.
+
+    `tools` is read-only: the API fills it in from the server's own listing each time
+    the workflow is created or its `mcp_servers` are changed. The `mcp_servers=` of
+    `workflows.create()`/`update()` never sends it.
+    """
+
+    name: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    tools: list[McpTool] = Field(default_factory=list)
+
+
 class Workflow(_Model):
-    """A named crew plus its human-in-the-loop settings and custom tools.
+    """A named crew plus its human-in-the-loop settings, custom tools and MCP servers.
 
     `status` is ``"active"`` or ``"paused"`` (a paused workflow refuses new runs).
     `max_parallel` (1-64) is how many agents of one run may work at once.
+    `mcp_servers` (at most 8) come with the tools each listed (see `McpServer`).
     """
 
     id: str
@@ -127,6 +172,7 @@ class Workflow(_Model):
     tools: list[CustomTool] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     max_parallel: int = 8
+    mcp_servers: list[McpServer] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
 

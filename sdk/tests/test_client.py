@@ -662,3 +662,70 @@ def test_respond_with_the_run_a_callback_got_names_its_pause() -> None:
         {"action": "input", "input": "Oldest first."},
     ]
     assert stubbed.answered == ["p2", "p1"]
+
+
+# --- MCP servers (HTTP stub) -------------------------------------------------------------
+
+CRM_TOOLS = [
+    {"name": "find_contact", "description": "Find a contact by email.",
+     "input_schema": {"type": "object", "properties": {"email": {"type": "string"}}}},
+    {"name": "update_contact", "description": "", "input_schema": {}},
+]
+CRM_SERVED = {"name": "crm", "url": "https://crm.example.com/mcp",
+              "headers": {"Authorization": "env:CRM_TOKEN"}, "tools": CRM_TOOLS}
+MCP_CREW = [{"role": "a", "model": "local/llama3.2", "tools": ["mcp__crm__find_contact"]}]
+
+
+async def test_mcp_servers_are_sent_without_their_tools_and_read_back() -> None:
+    served = workflow_json(crew=MCP_CREW, mcp_servers=[CRM_SERVED])
+    with stub(scripted((201, {}, {"data": served}))) as (url, seen):
+        with LoopLlama("k", url) as client:
+            made = client.workflows.create(
+                name="graph", crew=MCP_CREW,
+                mcp_servers=[loopllama.McpServer(
+                    name="crm", url="https://crm.example.com/mcp",
+                    headers={"Authorization": "env:CRM_TOKEN"})],
+                human_in_the_loop={"approval_required_tools": ["mcp__crm"]},
+            )
+            # A server read back (tools and all) can be sent again: its tools stay home.
+            client.workflows.update("ckva1", mcp_servers=made.mcp_servers)
+            client.workflows.update("ckva1", mcp_servers=[])
+        async with AsyncLoopLlama("k", url) as async_client:
+            await async_client.workflows.create(
+                name="graph", crew=MCP_CREW,
+                mcp_servers=[{"name": "crm", "url": "https://crm.example.com/mcp"}])
+            await async_client.workflows.update(
+                "ckva1", mcp_servers=[{**CRM_SERVED, "url": "https://crm2.example.com/mcp"}])
+    crm = {"name": "crm", "url": "https://crm.example.com/mcp",
+           "headers": {"Authorization": "env:CRM_TOKEN"}}
+    assert [s.body for s in seen] == [
+        {"name": "graph", "crew": MCP_CREW, "mcp_servers": [crm],
+         "human_in_the_loop": {"approval_required_tools": ["mcp__crm"]}},
+        {"mcp_servers": [crm]},
+        {"mcp_servers": []},
+        {"name": "graph", "crew": MCP_CREW,
+         "mcp_servers": [{"name": "crm", "url": "https://crm.example.com/mcp"}]},
+        {"mcp_servers": [{**crm, "url": "https://crm2.example.com/mcp"}]},
+    ]
+    assert [s.method for s in seen] == ["POST", "PATCH", "PATCH", "POST", "PATCH"]
+    server = made.mcp_servers[0]
+    assert isinstance(server, loopllama.McpServer)
+    assert (server.name, server.url, server.headers) == (
+        "crm", "https://crm.example.com/mcp", {"Authorization": "env:CRM_TOKEN"})
+    assert [tool.name for tool in server.tools] == ["find_contact", "update_contact"]
+    assert isinstance(server.tools[0], loopllama.McpTool)
+    assert server.tools[0].input_schema["properties"] == {"email": {"type": "string"}}
+    assert made.crew[0].model == "local/llama3.2"
+    assert made.crew[0].tools == ["mcp__crm__find_contact"]
+
+
+def test_mcp_servers_from_older_servers_and_in_update_errors() -> None:
+    # An older server sends no mcp_servers; a server listed without tools reads as [].
+    old = Workflow.model_validate(workflow_json())
+    assert old.mcp_servers == []
+    bare = Workflow.model_validate(workflow_json(mcp_servers=[
+        {"name": "crm", "url": "https://crm.example.com/mcp", "extra": 1}]))
+    assert bare.mcp_servers[0].tools == [] and bare.mcp_servers[0].headers == {}
+    with LoopLlama("k", "http://127.0.0.1:1") as client:
+        with pytest.raises(LoopLlamaError, match="mcp_servers"):
+            client.workflows.update("ckva1")
