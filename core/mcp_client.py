@@ -448,8 +448,10 @@ def _described(block: ContentBlock) -> str:
             return f"[resource: {resource.uri}]\n{resource.text}"
         return f"[resource: {resource.uri}, {resource.mime_type or 'binary'}, " \
                f"{_size(resource.blob)}]"
-    assert isinstance(block, ResourceLink)
-    return f"[resource: {block.uri}]"
+    if isinstance(block, ResourceLink):
+        return f"[resource: {block.uri}]"
+    # A content type newer than this client: said, not failed on.
+    return f"[{getattr(block, 'type', 'unknown')} content]"
 
 
 def _size(base64_data: str) -> str:

@@ -25,6 +25,8 @@ from core.temporal import connect, ensure_namespace_ready
 from tests import graph_scenarios
 from tests.conftest import API_KEY, WEBHOOK_KEY, crew, eventually, for_role, free_port, unique_tag
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.mcp_server import FakeMcpServer
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.helpers import create_workflow, trigger, wait_for_status
@@ -74,6 +76,24 @@ async def offline_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     )
     run = await trigger(api, workflow["id"], "Plan a launch.")
     await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
+async def any_model_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    """Claude, then an OpenAI model (the recorder's FakeOpenAI echoes), then the offline
+    model calling an MCP tool that needs approval: every model call is `model_call`."""
+    tag = unique_tag()
+    fake.reply_text("the plan", when=for_role(tag, "planner"))
+    planner, researcher, writer = crew("planner", "researcher", "writer", tag=tag)
+    researcher["model"] = "openai/gpt-4.1"
+    writer.update(model="loopllama-offline", tools=["mcp__crm"])
+    with FakeMcpServer() as mcp:
+        workflow = await create_workflow(
+            api, [planner, researcher, writer], mcp_servers=[{"name": "crm", "url": mcp.url}],
+            human_in_the_loop={"approval_required_tools": ["mcp__crm__lookup_customer"]})
+        run = await trigger(api, workflow["id"], "Use lookup_customer for Ada.")
+        await respond(api, run["id"], action="approve")
+        await wait_for_status(api, run["id"], "completed", within=60)
     return str(run["id"])
 
 
@@ -221,13 +241,16 @@ SCENARIOS = [
     Scenario("graph_two_pauses", graph_scenarios.two_pauses_run),
     Scenario("graph_failed_branch", graph_scenarios.failed_branch_run),
     Scenario("graph_retried", graph_scenarios.retried_fan_out_run),
+    # Providers and MCP tools: one model-call activity for every provider.
+    Scenario("run_any_model", any_model_run),
 ]
 
 
 async def record(names: set[str] | None = None) -> None:
     """Run each scenario on a fresh dev server and write its history as JSON."""
     HISTORIES.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake, FakeSmtp() as smtp:
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake, FakeSmtp() as smtp, \
+            FakeOpenAI() as openai_api:
         server = DevServer(db_file=Path(tmp) / "t.db", log_file=Path(tmp) / "t.log",
                            port=free_port(), ui_port=None)
         await ensure_namespace_ready(await server.start())
@@ -238,6 +261,7 @@ async def record(names: set[str] | None = None) -> None:
                 temporal_task_queue="record", anthropic_api_key=Secret("sk-test"),
                 anthropic_base_url=fake.url, smtp_url=Secret(smtp.url), blob_dir_override=BLOBS,
                 webhook_key=Secret(WEBHOOK_KEY), http_allowlist=("127.0.0.1",),
+                openai_api_key=Secret("sk-openai-test"), openai_base_url=openai_api.url,
             )
             app = create_app(settings, client)
             async with build_worker(client, settings), httpx.AsyncClient(

@@ -148,3 +148,19 @@ def test_the_graph_histories_hold_what_they_are_named_for() -> None:
     assert retried[0].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
     assert "retry_of" in retried[0].workflow_execution_started_event_attributes.memo.fields
     assert retried[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+
+
+def test_the_any_model_history_holds_one_model_call_for_every_provider() -> None:
+    events = load(FOLDER / "run_any_model.json").events
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    # Claude, OpenAI, then the offline model's two rounds around the MCP tool.
+    assert scheduled == ["model_call", "model_call", "model_call", "mcp_tool", "model_call"]
+    markers = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert any(b"one-model-call" in p.data for e in markers
+               for p in e.marker_recorded_event_attributes.details["patch-data"].payloads)
+    # Runs recorded before it name one activity per provider, and still replay.
+    older = load(FOLDER / "run_completed.json").events
+    assert "anthropic_messages" in [
+        e.activity_task_scheduled_event_attributes.activity_type.name for e in older
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]

@@ -22,28 +22,33 @@ at breakpoints, per model, and reports `cache_creation_input_tokens` and
 always 0.
 
 The server is a `ThreadingHTTPServer` on a background thread, so it serves sync and async
-clients alike. Nothing is global: every piece of state lives on the `FakeAnthropic` instance.
+clients alike; that plumbing is shared with the other fake model API (`tests.fakes.http_fake`).
+Nothing is global: every piece of state lives on the `FakeAnthropic` instance.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import http
 import json
 import re
-import socket
-import socketserver
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from tests.fakes.http_fake import (
+    STOP_POLL_SECONDS,
+    FakeHttpHandler,
+    FakeHttpServer,
+    Predicate,
+    RequestJSON,
+    parse_json_object,
+    when_matches,
+)
 
 __all__ = [
     "DEFAULT_ERROR_TYPES",
@@ -70,10 +75,6 @@ __all__ = [
     "tool_use_reply",
 ]
 
-RequestJSON = dict[str, Any]
-Predicate = Callable[[RequestJSON], bool]
-"""Decides whether a scripted reply may answer a request (given its parsed JSON body)."""
-
 DEFAULT_ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -90,7 +91,6 @@ DEFAULT_ERROR_TYPES: dict[int, str] = {
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-_STOP_POLL_SECONDS = 0.05
 
 
 def _new_id(prefix: str) -> str:
@@ -430,12 +430,7 @@ class Reply:
 
     def matches(self, request: RequestJSON) -> bool:
         """Whether this reply may answer `request` (always true without a `when`)."""
-        if self.when is None:
-            return True
-        try:
-            return bool(self.when(request))
-        except Exception:
-            return False
+        return when_matches(self.when, request)
 
     def render(
         self, request: RequestJSON, request_id: str, cache: PromptCache | None = None
@@ -676,48 +671,8 @@ class RecordedRequest:
 # ---------------------------------------------------------------------------------- server
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog of 5 drops connections when many workflows call at once.
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse-DNS getfqdn(), which can stall for seconds.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hanging up (timeouts, killed workers, stop()) are expected, not failures.
-        if isinstance(sys.exc_info()[1], OSError) or self.fake._stopping.is_set():
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # With Nagle on, a response split over two segments waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
-
-    @property
-    def _fake(self) -> FakeAnthropic:
-        return cast(_Server, self.server).fake
-
-    def setup(self) -> None:
-        super().setup()
-        self._fake._track_connection(self.connection, add=True)
-
-    def finish(self) -> None:
-        self._fake._track_connection(self.connection, add=False)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+class _Handler(FakeHttpHandler["FakeAnthropic"]):
+    extra_reasons = {529: "Overloaded"}
 
     def do_POST(self) -> None:
         self._dispatch()
@@ -731,33 +686,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch()
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _dispatch(self) -> None:
-        fake = self._fake
+        fake = self.fake
         raw = self._read_body()
-        body: RequestJSON | None = None
-        try:
-            parsed = json.loads(raw) if raw else None
-            body = parsed if isinstance(parsed, dict) else None
-        except ValueError:
-            body = None
+        body = parse_json_object(raw)
         record = RecordedRequest(
             method=self.command,
             path=urlsplit(self.path).path,
-            headers={name.lower(): value for name, value in self.headers.items()},
+            headers=self._lowered_headers(),
             body=body,
             raw_body=raw,
             request_id=_new_id("req_"),
@@ -799,28 +735,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         record.status, record.response = status, payload
         record.responded_at = time.monotonic()
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Overloaded" if status == 529 else "Error"
-        lines = [
-            f"{self.protocol_version} {status} {reason}",
-            "content-type: application/json",
-            f"content-length: {len(data)}",
-            f"request-id: {record.request_id}",
-            *(f"{name}: {value}" for name, value in extra_headers.items()),
-        ]
-        if self.close_connection:
-            lines.append("connection: close")
-        # One write for head and body: see disable_nagle_algorithm.
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
-
-    def _drop_connection(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._write_response(status, "application/json", data,
+                             [("request-id", record.request_id), *extra_headers.items()])
 
 
 def _error_answer(
@@ -829,11 +745,12 @@ def _error_answer(
     return status, {"type": "error", "error": {"type": error_type, "message": message}}, {}
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeHttpServer[Reply, RecordedRequest]):
     """A fake Anthropic Messages API on 127.0.0.1 (ephemeral port), for the real SDK.
 
     Use as a context manager (`with FakeAnthropic() as fake:`) or call start()/stop(). An
-    instance serves once: after stop() it cannot be started again.
+    instance serves once: after stop() it cannot be started again. `url` is the base URL
+    for the SDK, "http://127.0.0.1:PORT" (only after start(), like `port`).
 
     Requests are checked like the real API: an API key is required, as an `x-api-key` header
     or an `Authorization: Bearer` token (and must equal `api_key` if one is given), else 401;
@@ -855,85 +772,12 @@ class FakeAnthropic:
         cache: PromptCache | None = None,
     ) -> None:
         """Create (but do not start) the fake. `default` replaces `echo_reply`."""
+        super().__init__(_Handler, label="FakeAnthropic", url_path="", host=host, port=port,
+                         fallback=echo_reply, default=default)
         self.api_key = api_key
         self.cache = cache
-        self._address = (host, port)
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._script: list[Reply] = []
-        self._records: list[RecordedRequest] = []
-        self._default: DefaultHandler = default or echo_reply
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------------------- lifecycle
-
-    def start(self) -> FakeAnthropic:
-        """Bind and start serving on a background thread; returns self."""
-        if self._server is not None:
-            raise RuntimeError("FakeAnthropic already started (instances serve once)")
-        self._server = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": _STOP_POLL_SECONDS},
-            name=f"fake-anthropic-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open connections, including calls being held or delayed.
-
-        Idempotent. Calls still in flight fail on the client with a connection error.
-        """
-        if self._server is None or self._stopping.is_set():
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port being served (only after start())."""
-        if self._server is None:
-            raise RuntimeError("FakeAnthropic not started")
-        return self._server.server_port
-
-    @property
-    def url(self) -> str:
-        """Base URL for the SDK, e.g. "http://127.0.0.1:PORT" (only after start())."""
-        return f"http://{self._address[0]}:{self.port}"
 
     # ------------------------------------------------------------------------------ script
-
-    def enqueue(self, reply: Reply) -> Reply:
-        """Append `reply` to the script; returns it."""
-        with self._lock:
-            self._script.append(reply)
-        return reply
 
     def reply_text(
         self,
@@ -1015,26 +859,7 @@ class FakeAnthropic:
         """Enqueue a dropped connection (see `disconnect_reply`); returns it."""
         return self.enqueue(disconnect_reply(delay=delay, hold=hold, when=when))
 
-    def set_default(self, handler: DefaultHandler | None) -> None:
-        """Answer unscripted requests with `handler(request_json)`; None restores echo_reply.
-
-        If the handler raises, the request gets a 500 api_error naming the exception.
-        """
-        with self._lock:
-            self._default = handler or echo_reply
-
-    def pending(self) -> list[Reply]:
-        """Scripted replies not yet served, in order."""
-        with self._lock:
-            return list(self._script)
-
     # --------------------------------------------------------------------------- recording
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request received so far (all paths, including rejected ones)."""
-        with self._lock:
-            return list(self._records)
 
     def count(self, predicate: Predicate | None = None) -> int:
         """Number of requests received, or of those whose JSON body satisfies `predicate`."""
@@ -1066,30 +891,11 @@ class FakeAnthropic:
 
         The default handler and the cache simulation (if any) stay.
         """
-        with self._lock:
-            self._script.clear()
-            self._records.clear()
+        super().reset()
         if self.cache is not None:
             self.cache.clear()
 
     # ---------------------------------------------------------------- used by the handler
-
-    def _track_connection(self, connection: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-        if add and self._stopping.is_set():
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _add_record(self, record: RecordedRequest) -> None:
-        with self._changed:
-            self._records.append(record)
-            self._changed.notify_all()
 
     def _reject(self, record: RecordedRequest) -> tuple[int, dict[str, Any], dict[str, str]] | None:
         if record.path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
@@ -1119,18 +925,10 @@ class FakeAnthropic:
                 return _error_answer(400, "invalid_request_error", problem)
         return None
 
-    def _take_reply(self, body: RequestJSON) -> tuple[Reply, bool]:
-        with self._lock:
-            for index, reply in enumerate(self._script):
-                if reply.matches(body):
-                    return self._script.pop(index), True
-            handler = self._default
-        return handler(body), False
-
     def _wait_before_answer(self, reply: Reply) -> bool:
         """Honour `hold` then `delay`; False if the fake stopped meanwhile."""
         if reply.hold is not None:
-            while not reply.hold.wait(_STOP_POLL_SECONDS):
+            while not reply.hold.wait(STOP_POLL_SECONDS):
                 if self._stopping.is_set():
                     return False
         if reply.delay > 0 and self._stopping.wait(reply.delay):
