@@ -92,6 +92,10 @@ class AnthropicProvider:
 def model_response(message: anthropic.types.Message) -> ModelResponse:
     """The run's view of a Messages reply, checked to travel through Temporal
     (`replies.checked`): an unusable reply fails at once, saying why."""
+    # Checked before the blocks are dumped: a dump of an input nested past what pydantic
+    # serializes fails without saying why.
+    check_tool_inputs([{"name": getattr(block, "name", "?"), "input": getattr(block, "input", None)}
+                       for block in message.content])
     try:
         content = [block.model_dump(mode="json", exclude_none=True)
                    for block in message.content]
@@ -99,7 +103,6 @@ def model_response(message: anthropic.types.Message) -> ModelResponse:
         raise unusable_reply(
             f"it is not a Messages API reply this worker can read ({type(err).__name__})"
         ) from None
-    check_tool_inputs(content)
     try:
         usage = message.usage
         # The API's input_tokens leaves out what was written to or read from the cache;
