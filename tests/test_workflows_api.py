@@ -35,6 +35,7 @@ WORKFLOW_KEYS = [
     "tools",
     "webhooks",
     "max_parallel",
+    "mcp_servers",
     "created_at",
     "updated_at",
 ]
