@@ -40,6 +40,8 @@ MAX_PARALLEL = 64
 MAX_WEBHOOKS = 5
 MAX_INSTRUCTIONS = 32_000
 MAX_RUN_INPUT = 16_000
+# The longest output a fork may set by hand for a step.
+MAX_EDITED_OUTPUT = 200_000
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_MAX_TOOL_ROUNDS = 10
 
@@ -518,6 +520,22 @@ class Step(BaseModel):
     tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+    # Forks only (POST /v1/runs/{id}/fork), shown only when set: the source step this
+    # one was copied from (its output, tokens and times), an output replaced by hand,
+    # and tool calls a replayed step made that the source run has no result for.
+    reused_from: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    edited: bool = Field(default=False, exclude_if=lambda value: not value)
+    replay_misses: int | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class ForkOrigin(BaseModel):
+    """Where a fork comes from: the source run and the step it started again from (None
+    when the source had not reached it), and that run's own origin if it was a fork."""
+
+    run_id: str
+    step_id: str | None = None
+    forked_from: ForkOrigin | None = Field(default=None,
+                                           exclude_if=lambda value: value is None)
 
 
 class RunSummary(BaseModel):
@@ -542,6 +560,9 @@ class RunSummary(BaseModel):
     # An extension: every open pause, oldest first, each with the step and role that
     # paused (`pending` is the first of them, in the reference's shape).
     pauses: list[Pending] = Field(default_factory=list)
+    # A fork's origin (an extension; absent on every other run).
+    forked_from: ForkOrigin | None = Field(default=None,
+                                           exclude_if=lambda value: value is None)
 
 
 class Run(RunSummary):
@@ -562,6 +583,65 @@ class TriggerRequest(_Strict):
     """The body of `POST /v1/workflows/{id}/runs`."""
 
     input: str = Field(min_length=1, max_length=MAX_RUN_INPUT)
+
+
+class AgentChange(_Strict):
+    """What a fork changes about one agent: any of these fields."""
+
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    model: str | None = Field(default=None, min_length=1, max_length=100)
+    max_tokens: int | None = Field(default=None, ge=1, le=64_000)
+    tools: list[str] | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _something(self) -> AgentChange:
+        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
+        if nulls:
+            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
+        if not self.model_fields_set:
+            raise ValueError("send at least one of: instructions, model, max_tokens, tools")
+        if self.model is not None and route(self.model) is None:
+            raise ValueError(unroutable(self.model))
+        return self
+
+
+class ForkRequest(_Strict):
+    """The body of `POST /v1/runs/{id}/fork`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    start_from: str = Field(alias="from", min_length=1, max_length=64)
+    agents: dict[str, AgentChange] = Field(default_factory=dict, max_length=MAX_AGENTS)
+    outputs: dict[str, Annotated[str, Field(max_length=MAX_EDITED_OUTPUT)]] = Field(
+        default_factory=dict, max_length=MAX_AGENTS)
+    input: str | None = Field(default=None, min_length=1, max_length=MAX_RUN_INPUT)
+    tools: Literal["live", "replay"] = "live"
+
+    @model_validator(mode="after")
+    def _not_from_an_edited_step(self) -> ForkRequest:
+        if self.start_from in self.outputs:
+            raise ValueError(
+                f"from: {self.start_from!r} is also in 'outputs', so it would not run; start "
+                "from a step after it, or leave its output as it was")
+        return self
+
+
+class RecordedToolCall(_Stored):
+    """One tool call of a source run and what answered it (a fork's replay record)."""
+
+    name: str
+    input: Any = None
+    content: str = ""
+    is_error: bool = False
+
+
+class ForkPlan(_Stored):
+    """What a fork's run workflow needs to know beyond a run's usual input."""
+
+    forked_from: ForkOrigin
+    tools: Literal["live", "replay"] = "live"
+    # For each step that runs again in replay mode, its source step's tool calls.
+    replay: dict[str, list[RecordedToolCall]] = Field(default_factory=dict)
 
 
 class RespondRequest(_Strict):
@@ -643,8 +723,11 @@ class RunInput(_Stored):
     # The task queue of each rate-limited model's calls (core/settings.py).
     model_task_queues: dict[str, str] = Field(default_factory=dict)
     max_parallel: int = DEFAULT_MAX_PARALLEL
-    # Set when this execution retries a failed one: what that one finished.
+    # Set when this execution retries a failed one: what that one finished (for a fork:
+    # the steps it reuses or that were edited).
     carried: CarriedRun | None = None
+    # Set on a fork: where it comes from and how its tools act.
+    fork: ForkPlan | None = None
 
 
 class StepProgress(_Stored):
@@ -667,21 +750,25 @@ class CarriedRun(_Stored):
     """What a retried run keeps from the failed execution it goes on from."""
 
     # The Temporal run id of that execution (the run's event stream follows it back).
-    retry_of: str
+    retry_of: str | None = None
     # When the run first started; a retry goes on with it.
     started_at: Timestamp | None = None
     # Every step that completed, as it was published.
     steps: list[Step] = Field(default_factory=list)
     # The unfinished steps' tool loops, so no completed model call is paid for twice.
     progress: list[StepProgress] = Field(default_factory=list)
+    # A retry's totals go on counting the tokens its steps spent; a fork's count only
+    # what the fork itself consumes.
+    counts_tokens: bool = True
 
     def apply_to(self, run: Run) -> None:
-        """`run` as a retry starts it: every completed step kept, with its tokens."""
+        """`run` as a retry (or a fork) starts it: every completed step kept."""
         run.started_at = self.started_at
         for step in self.steps:
             if step.output is not None and step.error is None:
                 run.steps.append(step.model_copy())
-                Usage.of(step).add_to(run)
+                if self.counts_tokens:
+                    Usage.of(step).add_to(run)
         run.total_steps = len(run.steps)
 
 

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ModelRequest,
         ModelResponse,
         Pending,
+        RecordedToolCall,
         Run,
         RunInput,
         Step,
@@ -57,6 +58,11 @@ class AgentStep:
         self._progress = progress
         self._publisher = publisher
         self._gate = gate
+        # A fork in replay mode: the source step's tool calls, answered from the record.
+        fork = start.fork
+        self._replay: list[RecordedToolCall | None] | None = (
+            list(fork.replay.get(agent.role, [])) if fork is not None and fork.tools == "replay"
+            else None)
 
     async def run(self) -> str:
         """The agent's final text, after as many tool rounds as it needs."""
@@ -105,6 +111,8 @@ class AgentStep:
     ) -> ToolResult:
         """Run one tool call; `place` is (step, round, position) for its idempotency key."""
         name, tool_input = str(use.get("name")), use.get("input")
+        if self._replay is not None:
+            return self._replayed(name, tool_input)
         if name not in schemas:
             return ToolResult(content=f"There is no tool named {name!r}.", is_error=True)
         # The built-in tools' own rules (one address, no control characters) refuse
@@ -136,6 +144,22 @@ class AgentStep:
                     is_error=True,
                 )
         return await self._run_tool(name, str(use["id"]), tool_input, place)
+
+    def _replayed(self, name: str, tool_input: Any) -> ToolResult:
+        """The source run's result for the first unused call of `name` with this input;
+        a miss is a tool error, counted on the step. Nothing acts on the world."""
+        assert self._replay is not None
+        for index, record in enumerate(self._replay):
+            if record is not None and record.name == name and record.input == tool_input:
+                self._replay[index] = None
+                return ToolResult(content=record.content, is_error=record.is_error)
+        self._step.replay_misses = (self._step.replay_misses or 0) + 1
+        return ToolResult(
+            content=f"Replay: the source run has no recorded result for {name} with this "
+            "input, so nothing was run. This is a replay of a recorded run: its tools "
+            "answer only the calls the recorded run made.",
+            is_error=True,
+        )
 
     async def _run_tool(self, name: str, tool_use_id: str, tool_input: dict[str, Any],
                         place: tuple[int, int, int]) -> ToolResult:

@@ -73,6 +73,7 @@ class CrewRunWorkflow:
             workflow_id=start.workflow_id,
             input=start.input,
             created_at=start.created_at,
+            forked_from=start.fork.forked_from if start.fork is not None else None,
         )
         self._outputs: dict[int, tuple[str, str]] = {}
         self._progress: dict[int, StepProgress] = {}

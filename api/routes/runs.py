@@ -19,7 +19,7 @@ from api.schemas import (
     RunSummaryEnvelope,
     error_responses,
 )
-from core.types import RespondRequest, TriggerRequest
+from core.types import ForkRequest, RespondRequest, TriggerRequest
 
 router = APIRouter(tags=["runs"], route_class=JsonBodyRoute)
 
@@ -85,6 +85,17 @@ async def retry_run(run_id: str, runs: RunsDep) -> JSONResponse:
     """Go on with a failed run from its failed step (an extension); earlier steps keep
     their outputs and are not called again. 409 unless the run is `failed`."""
     return JSONResponse({"data": (await runs.retry(run_id)).summary()}, status_code=202)
+
+
+@router.post(
+    "/runs/{run_id}/fork", status_code=202, response_model=RunSummaryEnvelope,
+    responses=error_responses(400, 404, 409, 413),
+)
+async def fork_run(run_id: str, body: ForkRequest, runs: RunsDep) -> JSONResponse:
+    """Start a new run of an ended run's crew again from one step (an extension), with
+    edits: steps the edits do not touch are reused, not run. 202 with the new run,
+    `queued`; 409 unless the source has ended."""
+    return JSONResponse({"data": (await runs.fork(run_id, body)).summary()}, status_code=202)
 
 
 # A comment line this often keeps proxies and clients from timing out an idle stream.

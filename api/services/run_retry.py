@@ -15,7 +15,6 @@ they are (api/services/run_events.py still follows resets).
 
 from __future__ import annotations
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import (
     SearchAttributePair,
@@ -24,18 +23,19 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
+from api.services.run_history import start_input
 from api.services.temporal_calls import start_once
 from core.contract import RUN_WORKFLOW_TYPE
 from core.crew_graph import is_chain, parents_of
 from core.run_memo import RETRY_OF_KEY, progress_from_memo, run_memo
 from core.temporal import SA_STATUS
-from core.types import CarriedRun, Run, RunInput
+from core.types import CarriedRun, Run
 
 
 async def start_retry(client: Client, run: Run, description: WorkflowExecutionDescription
                       ) -> None:
     """Start the failed run's next execution (once: a concurrent retry joins it)."""
-    start = await _start_input(client, run.id, description.run_id)
+    start = await start_input(client, run.id, description.run_id)
     memo = await description.memo()
     carried = CarriedRun(
         retry_of=description.run_id,
@@ -64,17 +64,3 @@ async def start_retry(client: Client, run: Run, description: WorkflowExecutionDe
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     ))
-
-
-async def _start_input(client: Client, run_id: str, temporal_run_id: str) -> RunInput:
-    """What the failed execution was started with (its first history event)."""
-    handle = client.get_workflow_handle(run_id, run_id=temporal_run_id)
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
-            decoded = await client.data_converter.decode(payloads, [RunInput])
-            start = decoded[0]
-            assert isinstance(start, RunInput)
-            return start
-        break
-    raise RuntimeError(f"run {run_id} has no start event in its history")

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import BadRequest, Conflict, NotFound
 from api.services.definitions import Definitions
 from api.services.recent_runs import RecentRuns
+from api.services.run_fork import Fork
 from api.services.run_list import settled_newest_runs
 from api.services.run_retry import start_retry
 from api.services.run_truth import reconcile
@@ -44,6 +45,7 @@ from core.types import (
     TERMINAL_STATUSES,
     AgentConfig,
     Answer,
+    ForkRequest,
     RespondAccepted,
     RespondRequest,
     Run,
@@ -212,6 +214,22 @@ class Runs:
             )
         await start_retry(self._client, run, description)
         return await self.get(run_id)
+
+    async def fork(self, run_id: str, request: ForkRequest) -> Run:
+        """A new run of the source's crew from `request.start_from`, reusing the steps
+        the request does not touch (see run_fork); 409 unless the source has ended."""
+        source, description = await self._require(run_id)
+        definition = await self._definitions.get(source.workflow_id)
+        if definition.status == "paused":
+            raise Conflict(
+                f"Workflow {source.workflow_id!r} is paused, so it takes no new runs, forks "
+                f"among them. Resume it with POST /v1/workflows/{source.workflow_id}/resume.")
+        fork = Fork(self._client, source, description, request,
+                    model_problem=self._settings.model_problem,
+                    model_queues=self._model_queues)
+        started = await fork.start()
+        self._recent.started(source.workflow_id, started.id)
+        return started
 
     async def current_execution(self, run_id: str) -> str:
         """The Temporal run id of the run's latest execution (a retry makes a new one);
