@@ -97,6 +97,25 @@ async def any_model_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     return str(run["id"])
 
 
+async def forked_replay_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    """A fork, in replay mode, of a two-agent run whose mailer's email was approved: the
+    planner is reused, the mailer runs again with its email answered from the record."""
+    planner, mailer = crew("planner", "mailer", model="loopllama-offline")
+    mailer["tools"] = ["send_email"]
+    workflow = await create_workflow(
+        api, [planner, mailer], human_in_the_loop={"approval_required_tools": ["send_email"]})
+    source = await trigger(api, workflow["id"], "Email bob@example.com about the launch.")
+    await respond(api, source["id"], action="approve")
+    await wait_for_status(api, source["id"], "completed", within=60)
+    response = await api.post(f"/v1/runs/{source['id']}/fork", json={
+        "from": "mailer", "tools": "replay",
+        "agents": {"mailer": {"instructions": "You are the mailer, briefer."}}})
+    assert response.status_code == 202, response.text
+    fork_id = str(response.json()["data"]["id"])
+    await wait_for_status(api, fork_id, "completed", within=60)
+    return fork_id
+
+
 async def respond(api: httpx.AsyncClient, run_id: str, **body: str) -> None:
     await wait_for_status(api, run_id, "waiting_input")
     response = await api.post(f"/v1/runs/{run_id}/respond", json=body)
@@ -243,6 +262,8 @@ SCENARIOS = [
     Scenario("graph_retried", graph_scenarios.retried_fan_out_run),
     # Providers and MCP tools: one model-call activity for every provider.
     Scenario("run_any_model", any_model_run),
+    # A fork: reused steps carried in its input, tools answered from the record.
+    Scenario("run_forked_replay", forked_replay_run),
 ]
 
 
