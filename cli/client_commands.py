@@ -1,5 +1,7 @@
 """`loopllama workflows ...` and `loopllama runs ...`: the API from the command line.
 
+`runs fork` and `runs compare` live in cli/fork_commands.py.
+
 Built on the Python SDK. Every command takes `--json` for scripts. Exit codes: 0 done
 (for runs: completed), 1 failed (a failed or cancelled run, or an error from the API),
 2 usage.
@@ -94,6 +96,10 @@ def add_client_commands(commands: Any) -> None:
     watch.add_argument("run_id", metavar="RUN_ID")
     watch.add_argument("--interval", type=_positive_seconds, default=1.0,
                        help="seconds between polls (default 1)")
+    # (Imported here: cli.fork_commands builds on this module's helpers.)
+    from cli.fork_commands import add_fork_commands
+
+    add_fork_commands(rn, common)
 
 
 def run_client_command(args: argparse.Namespace, out: TextIO = sys.stdout,
@@ -104,6 +110,10 @@ def run_client_command(args: argparse.Namespace, out: TextIO = sys.stdout,
         spec = _load_spec(args.file) if getattr(args, "file", None) is not None else None
         if getattr(args, "reason", None) is not None and not args.reject:
             raise UsageError("--reason goes with --reject")
+        if args.command == "runs" and args.action == "fork":
+            from cli.fork_commands import check_fork_args
+
+            args.fork_edits = check_fork_args(args)
         with _client(args) as client:
             if args.command == "workflows":
                 return _workflows(client, args, spec, out)
@@ -231,7 +241,8 @@ def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
             _emit(out, runs)
         for item in [] if args.json else runs:
             print(f"{item.id}  {item.status:<13}  {item.total_steps} steps  "
-                  f"{item.tokens_in}→{item.tokens_out} tokens  {_ts(item.created_at)}", file=out)
+                  f"{item.tokens_in}→{item.tokens_out} tokens  {_ts(item.created_at)}"
+                  f"{_fork_note(item)}", file=out)
         return EXIT_OK
     if args.action == "get":
         run = client.runs.get(args.run_id)
@@ -243,6 +254,12 @@ def _runs(client: LoopLlama, args: argparse.Namespace, out: TextIO, err: TextIO,
                                      pause_id=args.pause_id)
         _emit(out, result) if args.json else print(f"{result.id}  {result.status}", file=out)
         return EXIT_OK
+    if args.action in ("fork", "compare"):
+        from cli.fork_commands import run_compare, run_fork
+
+        if args.action == "fork":
+            return run_fork(client, args, args.fork_edits, out, err)
+        return run_compare(client, args, out)
     if args.action in ("cancel", "retry"):
         changed = getattr(client.runs, args.action)(args.run_id)
         _emit(out, changed) if args.json else print(f"{changed.id}  {changed.status}", file=out)
@@ -254,13 +271,29 @@ def _ts(value: Any) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _fork_note(run: Run) -> str:
+    """`  fork of RUN` for a fork, else nothing. (getattr: an SDK installed before forks
+    has no such field.)"""
+    origin = getattr(run, "forked_from", None)
+    return f"  fork of {origin.run_id}" if origin is not None else ""
+
+
 def _step_line(step: Step) -> str:
     mark = "✗" if step.error else "✓" if step.finished_at else "…"
     took = ""
     if step.started_at and step.finished_at:
         took = f"  {(step.finished_at - step.started_at).total_seconds():.1f}s"
+    # A fork's steps say how they came to be (getattr: for an SDK from before forks).
+    notes = ""
+    if getattr(step, "reused_from", None):
+        notes += "  reused"
+    if getattr(step, "edited", False):
+        notes += "  edited"
+    misses = getattr(step, "replay_misses", None)
+    if misses:
+        notes += f"  {misses} replay miss{'' if misses == 1 else 'es'}"
     return (f"{mark} {step.order + 1}. {step.role}  {step.model}  "
-            f"{step.tokens_in}→{step.tokens_out} tokens{took}")
+            f"{step.tokens_in}→{step.tokens_out} tokens{took}{notes}")
 
 
 def _start_line(step: Step) -> str:
@@ -275,6 +308,11 @@ def _pause_line(pause: Pending) -> str:
 
 def _print_run(run: Run, out: TextIO) -> None:
     print(f"{run.id}  {run.status}  {run.tokens_in}→{run.tokens_out} tokens", file=out)
+    origin = getattr(run, "forked_from", None)
+    if origin is not None:
+        at = f" at step {origin.step_id}" if origin.step_id else ""
+        print(f"  fork of {origin.run_id}{at} (its tokens count only what the fork "
+              "consumed)", file=out)
     for step in run.steps:
         print(f"  {_step_line(step)}", file=out)
     pauses = run.open_pauses

@@ -419,7 +419,7 @@ SCHEMA_OF: dict[type[pydantic.BaseModel], str] = {
     loopllama.HumanInTheLoop: "HumanInTheLoopConfig", loopllama.CustomTool: "CustomToolConfig",
     loopllama.RespondResult: "RespondAccepted", loopllama.WorkflowDeleted: "WorkflowDeleted",
     loopllama.Webhook: "WebhookConfig", loopllama.McpServer: "McpServerConfig",
-    loopllama.McpTool: "McpToolConfig",
+    loopllama.McpTool: "McpToolConfig", loopllama.ForkOrigin: "ForkOrigin",
 }
 
 

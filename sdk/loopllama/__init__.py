@@ -31,6 +31,11 @@ When parallel agents are paused at once (`run.pauses`), it is called once for ea
 first, with the run whose `pending` is the pause it is asked about (`pending.role` names
 the agent), and each reply is sent with its own pause's id.
 
+Forks. `runs.fork(run, from_="critic", agents={"critic": {"instructions": "..."}})`
+starts a new run of an ended run's crew again from one agent, with edits (`agents`,
+`outputs` set by hand, a new `input`, `tools="replay"`); steps the edits do not touch
+are reused (`Step.reused_from`), and `Run.forked_from` says where the fork came from.
+
 Retries. Only 429 and 503 answers and failed connections are retried, up to
 `max_retries` (default 2) times, waiting 0.5 s, 1 s, 2 s, ... (±25% jitter) or the
 server's `Retry-After`. No other status is ever retried. `workflows.create` and
@@ -76,6 +81,7 @@ from loopllama.types import (
     Agent,
     CustomTool,
     Decision,
+    ForkOrigin,
     HumanInTheLoop,
     McpServer,
     McpTool,
@@ -108,6 +114,7 @@ __all__ = [
     "ConflictError",
     "CustomTool",
     "Decision",
+    "ForkOrigin",
     "HumanInTheLoop",
     "InternalServerError",
     "LoopLlama",

@@ -18,6 +18,7 @@ from loopllama._core import (
     ClientConfig,
     Cursor,
     Endpoint,
+    ForkTools,
     Op,
     Plan,
     Send,
@@ -272,6 +273,37 @@ class AsyncRuns:
         """Go on with a failed run from its failed step (earlier steps are not run
         again). `ConflictError` unless the run is ``failed``."""
         return await self._client._request(_core.retry_run(_core.run_id_of(run)))
+
+    async def fork(
+        self,
+        run: str | Run,
+        *,
+        from_: str,
+        agents: Mapping[str, Mapping[str, Any]] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        input: str | None = None,
+        tools: ForkTools = "live",
+    ) -> Run:
+        """Start a new run of an ended run's crew again from one step, with edits.
+
+        `from_` is the role of the agent to start again from. `agents` changes agents
+        for the fork only (per role: any of ``instructions``, ``model``, ``max_tokens``,
+        ``tools``); `outputs` sets steps' outputs by hand (those steps do not run);
+        `input` gives the fork a new input (then every step not in `outputs` runs
+        again). Steps the edits do not touch, upstream of `from_`, are reused: copied
+        from the source (`Step.reused_from`) and not paid for again. `tools="replay"`
+        answers the re-run steps' tool calls from the source run's record instead of
+        calling the tools (`Step.replay_misses` counts calls it had no record for).
+
+        Returns the new run, ``queued``, with `forked_from` set; `poll()` it like any
+        run. `ConflictError` unless the source has ended (completed, failed or
+        cancelled), or when its workflow is paused; `BadRequestError` naming a role or
+        field that does not fit. Not resent after a dropped connection.
+        """
+        return await self._client._request(
+            _core.fork_run(_core.run_id_of(run),
+                           _core.fork_body(from_, agents, outputs, input, tools))
+        )
 
     async def answer(self, run: str | Run, text: str) -> RespondResult:
         """Answer a paused run's question (pending kind ``"input"``)."""

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -306,6 +306,36 @@ def retry_run(run_id: str) -> Endpoint[Run]:
     """POST /v1/runs/{id}/retry. Not resent after a dropped connection, for the same
     reason as cancel."""
     return Endpoint("POST", f"/v1/runs/{_seg(run_id)}/retry", _one(Run), replayable=False)
+
+
+ForkTools = Literal["live", "replay"]
+
+
+def fork_body(
+    from_: str,
+    agents: Mapping[str, Mapping[str, Any]] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    input: str | None = None,
+    tools: ForkTools = "live",
+) -> dict[str, Any]:
+    """The JSON body of a fork: `from` always, the rest only when given."""
+    body: dict[str, Any] = {"from": from_}
+    if agents:
+        body["agents"] = {role: dict(change) for role, change in agents.items()}
+    if outputs:
+        body["outputs"] = dict(outputs)
+    if input is not None:
+        body["input"] = input
+    if tools != "live":
+        body["tools"] = tools
+    return body
+
+
+def fork_run(run_id: str, body: Mapping[str, Any]) -> Endpoint[Run]:
+    """POST /v1/runs/{id}/fork. Not resent after a dropped connection: the endpoint
+    takes no Idempotency-Key, so a resend could start a second fork."""
+    return Endpoint("POST", f"/v1/runs/{_seg(run_id)}/fork", _one(Run), body,
+                    replayable=False)
 
 
 def pause_id_of(run: str | Run, pause_id: str | None) -> str | None:

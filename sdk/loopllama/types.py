@@ -22,6 +22,7 @@ __all__ = [
     "CustomTool",
     "Decision",
     "EVENT_TYPES",
+    "ForkOrigin",
     "HumanInTheLoop",
     "McpServer",
     "McpTool",
@@ -211,7 +212,15 @@ class Pending(_Model):
 
 
 class Step(_Model):
-    """One agent's turn in a run."""
+    """One agent's turn in a run.
+
+    Steps of a fork (`runs.fork()`) say how they came to be: `reused_from` names the
+    source run's step this one was copied from (output, tokens and times; a fork's run
+    totals do not count those tokens), `edited` is True when the fork set the output by
+    hand, and `replay_misses` counts the tool calls a step replayed (``tools="replay"``)
+    made that the source run has no recorded result for. All three are unset on every
+    other step, and from older servers.
+    """
 
     id: str
     order: int
@@ -226,6 +235,34 @@ class Step(_Model):
     tokens_in_cache_write: int = 0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+    reused_from: str | None = None
+    edited: bool = False
+    replay_misses: int | None = None
+
+    @property
+    def is_reused(self) -> bool:
+        """Copied from a source run's step by a fork, not run again."""
+        return self.reused_from is not None
+
+
+class ForkOrigin(_Model):
+    """Where a fork comes from: `run_id` is the source run, `step_id` the source's step
+    the fork started again from (None when the source had not reached it), and
+    `forked_from` that run's own origin when it was a fork too."""
+
+    run_id: str
+    step_id: str | None = None
+    forked_from: ForkOrigin | None = None
+
+    @property
+    def chain(self) -> list[str]:
+        """The run ids this fork descends from, nearest first."""
+        ids: list[str] = []
+        origin: ForkOrigin | None = self
+        while origin is not None:
+            ids.append(origin.run_id)
+            origin = origin.forked_from
+        return ids
 
 
 class Run(_Model):
@@ -239,6 +276,9 @@ class Run(_Model):
     `pending` is the oldest of them, or None. The run is ``waiting_input`` while any is
     open. `open_pauses` gives the list from older servers too (which send only
     `pending`).
+
+    `forked_from` is set on a fork (`runs.fork()`): the run and step it started again
+    from. A fork's token totals count only what the fork itself consumed.
     """
 
     id: str
@@ -258,6 +298,7 @@ class Run(_Model):
     pending: Pending | None = None
     pauses: list[Pending] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
+    forked_from: ForkOrigin | None = None
 
     @field_validator("pauses", mode="before")
     @classmethod
@@ -277,6 +318,11 @@ class Run(_Model):
         """Completed, failed or cancelled: the run will not change again (unless a failed
         one is retried)."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_fork(self) -> bool:
+        """Started by `runs.fork()` from another run (`forked_from` says which)."""
+        return self.forked_from is not None
 
     @property
     def is_waiting(self) -> bool:

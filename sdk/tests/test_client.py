@@ -729,3 +729,104 @@ def test_mcp_servers_from_older_servers_and_in_update_errors() -> None:
     with LoopLlama("k", "http://127.0.0.1:1") as client:
         with pytest.raises(LoopLlamaError, match="mcp_servers"):
             client.workflows.update("ckva1")
+
+
+# --- Forks (HTTP stub) -------------------------------------------------------------------
+
+
+def step_json(n: int, role: str, **fields: Any) -> dict[str, Any]:
+    return {"id": f"ckstep{n}", "order": n - 1, "role": role, "model": "m", "input": "",
+            "output": f"{role} output", "error": None, "tokens_in": 10, "tokens_out": 2,
+            "started_at": TS, "finished_at": TS, **fields}
+
+
+FORK_ORIGIN = {"run_id": "ckrun1", "step_id": "ckstep2",
+               "forked_from": {"run_id": "ckrun0", "step_id": "ckstep9"}}
+
+
+def forked(**fields: Any) -> Reply:
+    return 202, {}, {"data": run_json("queued", id="ckrun2", forked_from=FORK_ORIGIN,
+                                      **fields)}
+
+
+async def test_fork_sends_only_what_is_given_sync_and_async() -> None:
+    with stub(scripted(forked())) as (url, seen):
+        with LoopLlama("k", url) as client:
+            source = Run.model_validate(run_json("completed"))
+            made = client.runs.fork(
+                source, from_="critic",
+                agents={"critic": {"instructions": "Be sharp.", "model": "m2"},
+                        "editor": {"max_tokens": 500}},
+                outputs={"writer": "By hand."}, input="New input.", tools="replay",
+            )
+            client.runs.fork("ckrun1", from_="writer")
+        async with AsyncLoopLlama("k", url) as async_client:
+            again = await async_client.runs.fork("ckrun1", from_="editor",
+                                                 outputs={"writer": ""})
+    assert [(s.method, s.path) for s in seen] == [("POST", "/v1/runs/ckrun1/fork")] * 3
+    assert [s.body for s in seen] == [
+        {"from": "critic",
+         "agents": {"critic": {"instructions": "Be sharp.", "model": "m2"},
+                    "editor": {"max_tokens": 500}},
+         "outputs": {"writer": "By hand."}, "input": "New input.", "tools": "replay"},
+        {"from": "writer"},
+        {"from": "editor", "outputs": {"writer": ""}},
+    ]
+    # A fork is a new run: no Idempotency-Key, so it is not resent (see below).
+    assert all("idempotency-key" not in s.headers for s in seen)
+    for run in (made, again):
+        assert isinstance(run, Run) and run.id == "ckrun2" and run.status == "queued"
+        assert run.is_fork and isinstance(run.forked_from, loopllama.ForkOrigin)
+        assert run.forked_from.run_id == "ckrun1" and run.forked_from.step_id == "ckstep2"
+        assert run.forked_from.chain == ["ckrun1", "ckrun0"]
+        assert run.forked_from.forked_from is not None
+        assert run.forked_from.forked_from.forked_from is None
+
+
+def test_fork_errors_and_no_resend_after_a_dropped_connection() -> None:
+    busy = error(409, "conflict_error", "Run 'ckrun1' is running; only a run that has ended "
+                 "(completed, failed or cancelled) can be forked.")
+    with stub(scripted(busy)) as (url, seen), LoopLlama("k", url) as client:
+        with pytest.raises(ConflictError, match="only a run that has ended"):
+            client.runs.fork("ckrun1", from_="writer")
+    assert len(seen) == 1
+    refused = error(400, "invalid_request_error",
+                    "from: the run's crew has no agent with role 'nobody'.")
+    with stub(scripted(refused)) as (url, seen), LoopLlama("k", url) as client:
+        with pytest.raises(BadRequestError, match="no agent with role 'nobody'"):
+            client.runs.fork("ckrun1", from_="nobody")
+    # A dropped connection may have started the fork: sending it again could start a
+    # second one. Nor is a 503 retried (the fork may have been handed to Temporal).
+    for reply in (DROP, UNAVAILABLE):
+        with stub(scripted(reply, forked())) as (url, seen):
+            with LoopLlama("k", url, max_retries=2) as client, pytest.raises(
+                    (APIConnectionError, ServiceUnavailableError)):
+                client.runs.fork("ckrun1", from_="writer")
+        assert len(seen) == 1
+    # A 429 means nothing was done: retried.
+    limited = error(429, "rate_limit_error", "Slow down.", **{"Retry-After": "0"})
+    with stub(scripted(limited, forked())) as (url, seen), LoopLlama("k", url) as client:
+        assert client.runs.fork("ckrun1", from_="writer").id == "ckrun2"
+    assert len(seen) == 2
+
+
+def test_fork_steps_parse_and_older_servers_leave_them_unset() -> None:
+    run = Run.model_validate(run_json("completed", id="ckrun2", forked_from=FORK_ORIGIN,
+                                      steps=[
+        step_json(1, "planner", reused_from="ckstepA"),
+        step_json(2, "writer", edited=True, tokens_in=0, tokens_out=0),
+        step_json(3, "editor", replay_misses=2),
+    ]))
+    planner, writer, editor = run.steps
+    assert planner.reused_from == "ckstepA" and planner.is_reused and not planner.edited
+    assert writer.edited and writer.reused_from is None and not writer.is_reused
+    assert editor.replay_misses == 2 and editor.reused_from is None and not editor.edited
+    # The keys are absent on steps and runs that are not forks (and from older servers).
+    plain = Run.model_validate(run_json("completed", steps=[step_json(1, "planner")]))
+    assert plain.forked_from is None and not plain.is_fork
+    (step,) = plain.steps
+    assert (step.reused_from, step.edited, step.replay_misses) == (None, False, None)
+    # Dumped back, a fork's origin keeps its chain.
+    dumped = run.model_dump(mode="json")
+    assert dumped["forked_from"]["forked_from"]["run_id"] == "ckrun0"
+    assert Run.model_validate(dumped) == run
