@@ -70,3 +70,15 @@ def data_converter(blob_dir: Path, encryption_keys: Sequence[bytes] = ()) -> Dat
             EncryptedFailureConverter if encrypted else MessageOnlyFailureConverter
         ),
     )
+
+
+def offloading_everything(converter: DataConverter) -> DataConverter:
+    """`converter` with every payload kept in the blob store, however small: for a start
+    whose input and memo repeat texts another history already holds (a fork's reused
+    steps), so the new history holds references only. Readers need nothing different:
+    every converter resolves a reference, whatever its threshold."""
+    storage = converter.external_storage
+    if storage is None:
+        return converter
+    return dataclasses.replace(
+        converter, external_storage=dataclasses.replace(storage, payload_size_threshold=0))

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode, TLSConfig
 
-from core.converter import data_converter
+from core.converter import data_converter, offloading_everything
 from core.settings import DEFAULT_RETENTION_DAYS, Settings
 
 # Search attributes that make runs filterable in the Temporal UI and listable by the API.
@@ -94,6 +94,14 @@ async def connect_as(settings: Settings, address: str, *, retry: RetryConfig | N
                          interceptors=interceptors, runtime=runtime, tls=tls_config(settings),
                          api_key=settings.temporal_api_key.value
                          if settings.temporal_api_key else None)
+
+
+def by_reference(client: Client) -> Client:
+    """The same connection, with every payload it sends kept in the blob store
+    (`offloading_everything`)."""
+    config = client.config()
+    config["data_converter"] = offloading_everything(config["data_converter"])
+    return Client(**config)
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

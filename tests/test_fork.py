@@ -47,7 +47,7 @@ async def finished(api: httpx.AsyncClient, response: httpx.Response) -> dict[str
 
 
 async def test_a_fork_from_a_middle_step_reuses_what_the_edit_does_not_touch(
-    api: httpx.AsyncClient, worker: Any, fake_anthropic: FakeAnthropic,
+    api: httpx.AsyncClient, worker: Any, fake_anthropic: FakeAnthropic, temporal: Client,
 ) -> None:
     tag = unique_tag()
     script(fake_anthropic, tag, "planner", "scout", "critic", "editor")
@@ -80,6 +80,11 @@ async def test_a_fork_from_a_middle_step_reuses_what_the_edit_does_not_touch(
     assert done["forked_from"] == {"run_id": source["id"], "step_id": by_role["critic"]["id"]}
     # The source is untouched.
     assert await get_run(api, source["id"]) == source
+    # The fork's start holds references, not the reused outputs its input and memo carry.
+    started = (await temporal.get_workflow_handle(done["id"]).fetch_history()).events[0]
+    attributes = started.workflow_execution_started_event_attributes.SerializeToString()
+    assert b"planner says 0" not in attributes and b"scout says 0" not in attributes
+    assert b"loopllama-files" in attributes
 
 
 async def test_outputs_edited_by_hand_and_a_new_input(

@@ -3,11 +3,11 @@ with edits, reusing every step the edits do not touch (core/fork_plan.py).
 
 The fork is a new workflow execution (a new run id). Its input carries the reused and
 edited steps as a retry's input carries completed ones (`CarriedRun`), so the source's
-history is never touched; payloads past the offload threshold (long outputs) travel by
-reference to the blob store. With `tools: "replay"` it also carries, for each step that
-runs again, the tool calls its source step made and what answered them, read from the
-source run's model requests (following a source that was itself a fork to the run where
-the step really ran).
+history is never touched; the fork's start (input and memo) goes to the blob store
+whatever its size, so its history holds references to the reused outputs, not copies.
+With `tools: "replay"` it also carries, for each step that runs again, the tool calls its
+source step made and what answered them, read from the source run's model requests
+(following a source that was itself a fork to the run where the step really ran).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from core.crew_graph import is_chain, parents_of
 from core.fork_plan import edited_step, recorded_tool_calls, reused_step, steps_to_run, with_changes
 from core.ids import RUN_PREFIX, STEP_PREFIX, new_id
 from core.run_memo import run_from_memo, run_memo
-from core.temporal import SA_CREATED_AT, SA_STATUS
+from core.temporal import SA_CREATED_AT, SA_STATUS, by_reference
 from core.timefmt import truncate_to_millis
 from core.types import (
     TERMINAL_STATUSES,
@@ -148,7 +148,9 @@ class Fork:
             "carried": plan, "model_task_queues": self._model_queues(crew),
             "fork": ForkPlan(forked_from=origin, tools=request.tools, replay=replay),
         })
-        await start_once(self._client.start_workflow(
+        # By reference: the fork's history holds no copy of the reused outputs, which
+        # its input and memo carry; the source's history and the blob store hold them.
+        await start_once(by_reference(self._client).start_workflow(
             RUN_WORKFLOW_TYPE, fork_start, id=fork_id,
             task_queue=description.task_queue or "",
             memo=memo,
