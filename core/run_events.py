@@ -102,7 +102,10 @@ class RunEventDeriver:
             # The first start, or going on again after a retry.
             events.append(("run.started", self._run_data()))
         events.extend(("run.resumed", self._run_data()) for _ in closed)
-        events.extend(self._step_events())
+        if status != "queued":
+            # A fork is queued with its reused steps already in its memo: they are told
+            # after `run.started`, as its first steps.
+            events.extend(self._step_events())
         events.extend(("run.waiting_input", self._run_data()) for _ in opened)
         if status != self._status and status in _TERMINAL_EVENT:
             events.append((_TERMINAL_EVENT[status], self._run_data()))

@@ -16,6 +16,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.tool_server import ToolServer
 from tests.helpers import STEP_KEYS, api_client, create_workflow, get_run, trigger, wait_for_status
+from tests.test_events import kinds, read_events
 from worker import build_worker
 
 
@@ -85,6 +86,13 @@ async def test_a_fork_from_a_middle_step_reuses_what_the_edit_does_not_touch(
     attributes = started.workflow_execution_started_event_attributes.SerializeToString()
     assert b"planner says 0" not in attributes and b"scout says 0" not in attributes
     assert b"loopllama-files" in attributes
+    # Its event stream reads that start through the references.
+    told = await read_events(api, done["id"])
+    assert kinds(told) == [
+        "run.started", "step.started:0", "step.completed:0", "step.started:1",
+        "step.completed:1", "step.started:2", "step.completed:2", "step.started:3",
+        "step.completed:3", "run.completed"]
+    assert told[2]["data"]["data"]["reused_from"] == by_role["planner"]["id"]
 
 
 async def test_outputs_edited_by_hand_and_a_new_input(
