@@ -11,8 +11,8 @@ and the Temporal UI's codec path all resolve references the same way.
 
 The store is a directory that every LoopLlama process of a deployment must reach: the
 data directory under `loopllama dev`, a shared volume in a cluster. Files are written
-once under the SHA-256 of their content (so a retry writes nothing new) via a rename,
-so a reader never sees half a file.
+once under the SHA-256 of their content (so a retry writes nothing new) via a rename
+of a partial file of their own, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +76,9 @@ class FileBlobStore(StorageDriver):
             path = self.path_for(digest)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f"{digest}.{os.getpid()}.partial")
+                # One partial file per write: threads of one process store at once, and
+                # two of them may hold the same content.
+                partial = path.with_name(f"{digest}.{uuid.uuid4().hex}.partial")
                 partial.write_bytes(data)
                 os.replace(partial, path)
             claims.append(StorageDriverClaim(claim_data={"sha256": digest}))
