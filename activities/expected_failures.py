@@ -8,7 +8,9 @@ keeps the SDK's traceback, because that one is a bug.
 
 The message goes on to become a run's `error`, its events and its webhooks (or a tool
 result the model reads), so it leaves redacted (core/redaction.py) of `secrets` and of
-anything shaped like a credential, whichever activity raised it.
+anything shaped like a credential, whichever activity raised it, and whatever it raised:
+an unexpected exception whose message carries one is sent on as an `ApplicationError`
+of the same type name, redacted, its traceback logged.
 """
 
 from __future__ import annotations
@@ -60,3 +62,14 @@ class _OneLine(ActivityInboundInterceptor):
                 next_retry_delay=err.next_retry_delay,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
+        except Exception as err:
+            # A bug keeps its traceback (in the log, whose lines are redacted), but its
+            # message goes on to the run like any other: it leaves without a secret.
+            message = str(err)
+            clean = redact(message, self._secrets)
+            if clean == message:
+                raise
+            info = activity.info()
+            activity.logger.warning("%s failed (attempt %d)", info.activity_type,
+                                    info.attempt, exc_info=True)
+            raise ApplicationError(clean, type=type(err).__name__) from None

@@ -68,6 +68,7 @@ from core.net_policy import (
     check_destination,
     system_resolver,
 )
+from core.redaction import longest_first, redact, without_secrets
 from core.tool_schema import tool_schema_problem, tools_size_problem
 from core.tools import header_problem
 from core.types import McpToolConfig, ToolResult
@@ -194,6 +195,7 @@ async def _in_session(url: str, headers: dict[str, str],
                       resolver: Resolver) -> T:
     """Run `operation` in a new session with the server, within `timeout` seconds."""
     resolved = resolve_headers(headers, environ)
+    secrets = header_secrets(headers, resolved)
     destination = await _checked_destination(url, allowlist, resolver)
     try:
         with anyio.fail_after(timeout):
@@ -206,9 +208,27 @@ async def _in_session(url: str, headers: dict[str, str],
                     cache=None,
                 ) as client,
             ):
-                return await operation(client)
+                answer = await operation(client)
     except Exception as error:  # cancellation is not an Exception: it passes
-        raise _classified(error, _origin(url), timeout) from None
+        failure = _classified(error, _origin(url), timeout)
+        raise type(failure)(redact(str(failure), secrets)) from None
+    if isinstance(answer, ToolResult):
+        # A server may repeat the credentials it was sent; an error may carry any.
+        clean = redact if answer.is_error else without_secrets
+        return typing.cast(T, answer.model_copy(
+            update={"content": clean(answer.content, secrets)}))
+    return answer
+
+
+def header_secrets(configured: Mapping[str, str], resolved: Mapping[str, str]
+                   ) -> tuple[str, ...]:
+    """The values of the headers read from the environment (and each word of them, for
+    `Bearer <token>`): what no answer of the server may carry on."""
+    values: list[str] = []
+    for name, value in configured.items():
+        if value.startswith(ENV_PREFIX) and name in resolved:
+            values += [resolved[name], *resolved[name].split()]
+    return longest_first(values)
 
 
 async def _checked_destination(url: str, allowlist: tuple[str, ...],

@@ -67,6 +67,21 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
         if password:
             values.append(password)
     # Longest first, so a secret containing another is redacted whole.
+    return longest_first(values)
+
+
+def without_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret in `secrets` (longest first, as `secret_values` gives
+    them) replaced by `[redacted]`, and nothing else changed: for text that is not an
+    error, such as a tool's answer, where a credential's shape may be content."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def longest_first(values: Iterable[str]) -> tuple[str, ...]:
+    """Secret values as `redact` takes them: long enough to be secrets, longest first."""
     return tuple(sorted({v for v in values if len(v) >= _MIN_REDACTED_LENGTH},
                         key=len, reverse=True))
 
@@ -74,9 +89,7 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every secret in `secrets` (longest first, as `secret_values` gives
     them) and everything shaped like a credential replaced by `[redacted]`."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+    text = without_secrets(text, secrets)
     text = _URL_PASSWORD.sub(rf"\1{REDACTED}\3", text)
     text = _SCHEME.sub(rf"\1\2{REDACTED}", text)
     text = _FIELD.sub(rf"\1\2{REDACTED}", text)

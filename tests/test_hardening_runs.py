@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import typing
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -30,7 +31,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import encode_search_attributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
+from activities.expected_failures import ExpectedFailures
 from activities.models.anthropic import model_response
 from activities.models.replies import MAX_REPLY_DEPTH, nesting
 from api.app import create_app
@@ -341,6 +345,38 @@ async def test_provider_errors_reach_no_run_or_event_with_a_key(
                  listed.text):
         for secret in (key, TOKEN, API_KEY, "Bearer xyz"):
             assert secret not in text, secret
+
+
+class _Raising(ActivityInboundInterceptor):
+    """An activity that fails with `error` (not an ApplicationError: a bug)."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        raise self._error
+
+
+async def test_an_unexpected_failure_leaves_its_activity_without_a_key() -> None:
+    configured = "sk-configured-0123456789"
+    for error, leaves in (
+        (ValueError(f"bad reply from {configured}, Bearer {TOKEN}"), ApplicationError),
+        (KeyError("usage"), KeyError),  # nothing to redact: the bug as it is
+    ):
+        wrapped = ExpectedFailures((configured,)).intercept_activity(_Raising(error))
+
+        async def execute(wrapped: ActivityInboundInterceptor = wrapped) -> None:
+            await wrapped.execute_activity(typing.cast(ExecuteActivityInput, None))
+
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - the type is checked below
+            await ActivityEnvironment().run(execute)
+        assert type(raised.value) is leaves
+        if leaves is ApplicationError:
+            failure = typing.cast(ApplicationError, raised.value)
+            assert failure.type == "ValueError" and not failure.non_retryable
+            assert failure.message == f"bad reply from {REDACTED}, Bearer {REDACTED}"
+        else:
+            assert raised.value is error
 
 
 def test_one_redaction_for_logs_and_errors() -> None:

@@ -150,6 +150,19 @@ async def test_a_missing_env_variable_is_refused_by_name(mcp_server: FakeMcpServ
     assert mcp_server.calls == []
 
 
+@pytest.mark.parametrize("as_error", [False, True], ids=["result", "error"])
+async def test_no_answer_carries_on_the_credentials_a_header_read(as_error: bool) -> None:
+    secret = "Bearer crm-7f3a9b2c4d5e6f70"
+    with FakeMcpServer(require_authorization=secret, echoing=True) as server:
+        result = await call(server, "echo_credentials", {"as_error": as_error},
+                            headers={"Authorization": "env:CRM_TOKEN", "X-Tenant": "acme"},
+                            environ={"CRM_TOKEN": secret})
+    assert server.calls[0].authorization == secret
+    assert result.is_error is as_error
+    assert "crm-7f3a9b2c4d5e6f70" not in result.content
+    assert result.content.endswith("you sent [redacted]")
+
+
 def test_literal_headers_are_sent_as_they_are() -> None:
     headers = {"X-Tenant": "acme", "Authorization": "env:TOKEN"}
     assert resolve_headers(headers, {"TOKEN": "Bearer t"}) == {

@@ -51,10 +51,12 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    # The Authorization header of the call being answered (for `echo_credentials`).
+    authorization: str | None = None
 
 
 def _build_server(state: _State, page_size: int | None, extra_tools: int,
-                  listed_schemas: dict[str, dict[str, Any]]) -> MCPServer:
+                  listed_schemas: dict[str, dict[str, Any]], echoing: bool) -> MCPServer:
     async def record(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = dict(ctx.params or {})
         if ctx.method == "tools/call":
@@ -66,6 +68,7 @@ def _build_server(state: _State, page_size: int | None, extra_tools: int,
                     meta=dict(params.get("_meta") or {}),
                     authorization=headers.get("authorization"),
                 ))
+                state.authorization = headers.get("authorization")
         result = await call_next(ctx)
         if ctx.method == "tools/list" and isinstance(result, dict):
             return _listing(result, params.get("cursor"), page_size, listed_schemas)
@@ -107,6 +110,15 @@ def _build_server(state: _State, page_size: int | None, extra_tools: int,
         """Answers with a JSON-RPC error instead of a result."""
         raise MCPError(code=INVALID_PARAMS, message="rejecting_tool takes no calls today")
 
+    def echo_credentials(as_error: bool = False) -> str:
+        """Repeats the credentials it was sent, as some servers do in their answers."""
+        text = f"you sent {state.authorization}"
+        if as_error:
+            raise MCPError(code=INVALID_PARAMS, message=f"not allowed: {text}")
+        return text
+
+    if echoing:
+        server.add_tool(echo_credentials)
     for number in range(extra_tools):
         server.add_tool(lambda: "ok", name=f"extra_{number}", description="One of many.")
     return server
@@ -167,9 +179,10 @@ class FakeMcpServer:
     def __init__(self, *, require_authorization: str | None = None,
                  page_size: int | None = None, extra_tools: int = 0,
                  listed_schemas: dict[str, dict[str, Any]] | None = None,
-                 legacy: bool = False) -> None:
+                 legacy: bool = False, echoing: bool = False) -> None:
         self._state = _State()
-        server = _build_server(self._state, page_size, extra_tools, listed_schemas or {})
+        server = _build_server(self._state, page_size, extra_tools, listed_schemas or {},
+                               echoing)
         # Tests name it by other host names too (resolved to 127.0.0.1 by the test).
         app = server.streamable_http_app(
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
