@@ -85,6 +85,11 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+def refused_result(refused: DestinationRefused) -> ToolResult:
+    """What the agent reads when a request's destination is refused."""
+    return ToolResult(content=f"Request refused: {refused}.", is_error=True)
+
+
 def split_headers(requested: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The model's headers that may be sent, and the names of those dropped."""
     kept: dict[str, str] = {}
@@ -123,19 +128,11 @@ class HttpTools:
         url = str(call.input["url"])
         headers, dropped = split_headers(dict(call.input.get("headers") or {}))
         try:
-            # The run checked these before any approval (core/tools.py); a call approved
-            # before that check existed is checked here again.
-            if problem := header_problem(headers):
-                raise DestinationRefused(problem)
-            destination = await check_destination(
-                url, self._allowlist, require_allowlisted=True, resolver=self._resolver
-            )
-            if httpx.URL(url).userinfo:
-                raise DestinationRefused(
-                    "the URL carries a user name or password; tools do not send credentials"
-                )
+            # The run asked `refusal` before any approval; a call approved before that
+            # check existed, or whose host's addresses changed since, is checked again.
+            destination = await self._request_destination(url, headers)
         except DestinationRefused as refused:
-            return ToolResult(content=f"Request refused: {refused}.", is_error=True)
+            return refused_result(refused)
         request = self._client.build_request(
             str(call.input.get("method", "GET")),
             url,
@@ -161,12 +158,9 @@ class HttpTools:
         if call.custom is None:
             raise ApplicationError(f"{call.name} is not a custom tool", non_retryable=True)
         try:
-            destination = await check_destination(
-                call.custom.url, self._allowlist, require_allowlisted=False,
-                require_https=True, resolver=self._resolver,
-            )
+            destination = await self._custom_destination(call.custom.url)
         except DestinationRefused as refused:
-            return ToolResult(content=f"Request refused: {refused}.", is_error=True)
+            return refused_result(refused)
         request = self._client.build_request(
             "POST", call.custom.url, json=call.input,
             headers={"Idempotency-Key": call.idempotency_key},
@@ -178,6 +172,35 @@ class HttpTools:
                 f"{call.name} answered HTTP {status}", type=TOOL_UNAVAILABLE
             )
         return ToolResult(content=body or f"HTTP {status}", is_error=status >= 400)
+
+    async def refusal(self, call: ToolCall) -> ToolResult | None:
+        """What `http_request` or the custom tool would answer `call` without sending
+        anything, if its destination is refused; None when it would send."""
+        try:
+            if call.custom is not None:
+                await self._custom_destination(call.custom.url)
+            else:
+                headers, _ = split_headers(dict(call.input.get("headers") or {}))
+                await self._request_destination(str(call.input["url"]), headers)
+        except DestinationRefused as refused:
+            return refused_result(refused)
+        return None
+
+    async def _request_destination(self, url: str, headers: dict[str, str]) -> Destination:
+        if problem := header_problem(headers):
+            raise DestinationRefused(problem)
+        destination = await check_destination(
+            url, self._allowlist, require_allowlisted=True, resolver=self._resolver
+        )
+        if httpx.URL(url).userinfo:
+            raise DestinationRefused(
+                "the URL carries a user name or password; tools do not send credentials"
+            )
+        return destination
+
+    async def _custom_destination(self, url: str) -> Destination:
+        return await check_destination(url, self._allowlist, require_allowlisted=False,
+                                       require_https=True, resolver=self._resolver)
 
     async def _send(self, request: httpx.Request,
                     destination: Destination) -> tuple[int, str]:

@@ -14,6 +14,7 @@ from activities.http_tools import HttpTools, tool_http_client
 from activities.mcp_tools import McpTools
 from activities.models.calls import ModelCalls
 from activities.models.providers import configured_providers
+from activities.tool_checks import ToolChecks
 from activities.webhooks import WebhookSender
 from core.settings import Settings
 
@@ -55,5 +56,6 @@ def build_activities(settings: Settings) -> ActivitySet:
     mcp = McpTools(settings.http_allowlist)
     webhooks = WebhookSender(tool_http_client(), settings.http_allowlist, settings.webhook_key)
     models = model_activities(settings)
+    checks = ToolChecks(http, email)
     return ActivitySet([*models.activities, email.send, http.http_request, http.custom_tool,
-                        mcp.call, webhooks.deliver], models.models)
+                        checks.check, mcp.call, webhooks.deliver], models.models)

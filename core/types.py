@@ -842,6 +842,13 @@ class ToolResult(BaseModel):
     is_error: bool = False
 
 
+class ToolCheck(_Stored):
+    """What the tool would answer without acting, if it would refuse the call; None when
+    it would go ahead."""
+
+    refusal: ToolResult | None = None
+
+
 # --- Model calls ------------------------------------------------------------------
 
 

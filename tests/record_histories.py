@@ -264,6 +264,8 @@ SCENARIOS = [
     Scenario("run_any_model", any_model_run),
     # A fork: reused steps carried in its input, tools answered from the record.
     Scenario("run_forked_replay", forked_replay_run),
+    # A tool checked by the worker (tool_check) before its approval is asked.
+    Scenario("run_tool_checked_approval", approved_run),
 ]
 
 

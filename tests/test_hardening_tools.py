@@ -268,6 +268,52 @@ async def test_http_request_input_the_tool_would_refuse_never_reaches_an_approve
             await temporal.get_workflow_handle(run_id).terminate("test cleanup")
 
 
+# ----------------------------------- what the worker's configuration refuses: before approval
+
+
+async def test_a_request_off_the_allow_list_never_reaches_an_approver(
+    api: httpx.AsyncClient, temporal: Client, tool_worker: Worker,
+    fake_anthropic: FakeAnthropic, tool_server: ToolServer,
+) -> None:
+    allowed = {**REQUEST, "url": tool_server.url("/hook")}
+    refused = {**REQUEST, "url": "https://api.example.com/hook"}
+    run_id, reply = await gated_run(api, fake_anthropic, "http_request",
+                                    [("http_request", refused), ("http_request", allowed)])
+    paused = await wait_for_status(api, run_id, "waiting_input", "completed", "failed")
+    assert paused["status"] == "waiting_input", paused["error"]
+    # Only the call the tool would make is asked about.
+    assert [p["tool_input"] for p in paused["pauses"]] == [allowed]
+    response = await api.post(f"/v1/runs/{run_id}/respond", json={"action": "approve"})
+    assert response.status_code == 202, response.text
+    done = await wait_for_status(api, run_id, "completed", "failed")
+    assert done["status"] == "completed", done["error"]
+    first, sent = (answer_to(fake_anthropic, b["id"]) for b in reply.content)
+    assert first["is_error"] and first["content"] == (
+        "Request refused: host 'api.example.com' is not in the worker's "
+        "LOOPLLAMA_HTTP_ALLOWLIST.")
+    assert not sent["is_error"] and len(tool_server.requests()) == 1
+    scheduled = await scheduled_activities(temporal, run_id)
+    assert scheduled.count("tool_check") == 2 and scheduled.count("http_request") == 1
+
+
+async def test_email_on_a_worker_without_a_mail_server_never_reaches_an_approver(
+    api: httpx.AsyncClient, temporal: Client, worker: Worker, settings: Settings,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    assert settings.smtp_url is None
+    run_id, reply = await gated_run(api, fake_anthropic, "send_email", [("send_email", EMAIL)])
+    run = await wait_for_status(api, run_id, "waiting_input", "completed", "failed")
+    try:
+        assert run["status"] == "completed", (run["pending"], run["error"])
+        (block,) = reply.content
+        result = answer_to(fake_anthropic, block["id"])
+        assert result["is_error"] and "LOOPLLAMA_SMTP_URL is unset" in result["content"]
+        assert "send_email" not in await scheduled_activities(temporal, run_id)
+    finally:
+        if (await get_run(api, run_id))["status"] == "waiting_input":
+            await temporal.get_workflow_handle(run_id).terminate("test cleanup")
+
+
 # ------------------------------------------------------- address policy: when declared
 
 

@@ -26,10 +26,11 @@ with workflow.unsafe.imports_passed_through():
         MODEL_REPLY_UNUSABLE,
         OFFLINE_MESSAGES,
         SEND_EMAIL,
+        TOOL_CHECK,
     )
     from core.mcp_names import mcp_tool_parts
     from core.model_routing import OFFLINE_MODEL
-    from core.types import ModelRequest, ModelResponse, ToolCall, ToolResult
+    from core.types import ModelRequest, ModelResponse, ToolCall, ToolCheck, ToolResult
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -77,6 +78,13 @@ MCP_CALL_OPTIONS = CallOptions(
     retry=TOOL_CALL.retry,
 )
 
+# A tool's check resolves a host at most: seconds. It does not heartbeat.
+TOOL_CHECK_OPTIONS = CallOptions(
+    start_to_close=timedelta(seconds=30),
+    heartbeat=timedelta(seconds=30),
+    retry=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+)
+
 
 @dataclass(frozen=True)
 class ActivityRef(Generic[In, Out]):
@@ -112,6 +120,8 @@ EMAIL: ActivityRef[ToolCall, ToolResult] = ActivityRef(SEND_EMAIL, ToolResult, T
 HTTP: ActivityRef[ToolCall, ToolResult] = ActivityRef(HTTP_REQUEST, ToolResult, TOOL_CALL)
 CUSTOM: ActivityRef[ToolCall, ToolResult] = ActivityRef(CUSTOM_TOOL, ToolResult, TOOL_CALL)
 MCP: ActivityRef[ToolCall, ToolResult] = ActivityRef(MCP_TOOL, ToolResult, MCP_CALL_OPTIONS)
+TOOL_CHECKS: ActivityRef[ToolCall, ToolCheck] = ActivityRef(
+    TOOL_CHECK, ToolCheck, TOOL_CHECK_OPTIONS)
 
 # Set in runs whose model calls are all MODEL_CALL.
 ONE_MODEL_CALL = "one-model-call"

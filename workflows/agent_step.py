@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
         ToolResult,
     )
-    from workflows.activity_calls import model_call, tool_call
+    from workflows.activity_calls import TOOL_CHECKS, model_call, tool_call
     from workflows.failures import StepFailed, describe_activity_failure
     from workflows.pauses import HumanGate
     from workflows.run_publisher import RunPublisher
@@ -44,6 +44,9 @@ HISTORY_EVENT_BUDGET = 40_000
 HISTORY_BYTES_BUDGET = 40 * 1024 * 1024
 # Runs that reach a tool call from this version on check the built-in tools' own rules.
 BUILTIN_TOOL_RULES = "builtin-tool-rules"
+# Set in runs that ask the worker whether a tool would refuse a call before they ask a
+# person to approve it.
+TOOL_CHECK_FIRST = "tool-check-first"
 
 
 class AgentStep:
@@ -131,6 +134,10 @@ class AgentStep:
             )
             return ToolResult(content=answer.input or "")
         if needs_approval(name, self._start.human_in_the_loop.approval_required_tools):
+            refused = await self._refusal(self._tool_call(name, str(use["id"]), tool_input,
+                                                          place))
+            if refused is not None:
+                return refused
             decision = await self._gate.ask(
                 self._step,
                 Pending(kind="approval", prompt=approval_summary(name, tool_input), tool=name,
@@ -161,13 +168,35 @@ class AgentStep:
             is_error=True,
         )
 
-    async def _run_tool(self, name: str, tool_use_id: str, tool_input: dict[str, Any],
-                        place: tuple[int, int, int]) -> ToolResult:
+    def _tool_call(self, name: str, tool_use_id: str, tool_input: dict[str, Any],
+                   place: tuple[int, int, int]) -> ToolCall:
         custom = next((t for t in self._start.tools if t.name == name), None)
         step, round_, position = place
-        call = ToolCall(run_id=self._run.id, tool_use_id=tool_use_id, name=name,
+        return ToolCall(run_id=self._run.id, tool_use_id=tool_use_id, name=name,
                         input=tool_input, custom=custom, mcp=self._mcp_target(name),
                         step=step, round=round_, position=position)
+
+    async def _refusal(self, call: ToolCall) -> ToolResult | None:
+        """What the tool would answer without acting (its allow-list, the addresses its
+        host resolves to, a mail server), asked before a person is asked to approve;
+        None when it would go ahead. Runs recorded before this check ask nobody."""
+        if call.mcp is not None or not workflow.patched(TOOL_CHECK_FIRST):
+            return None
+        check_history_budget()
+        self._publisher.flush()
+        try:
+            checked = await TOOL_CHECKS.execute(
+                call, summary=f"{self._agent.role} · check {call.name}")
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            # Nothing to tell: the tool checks again when it runs.
+            return None
+        return checked.refusal
+
+    async def _run_tool(self, name: str, tool_use_id: str, tool_input: dict[str, Any],
+                        place: tuple[int, int, int]) -> ToolResult:
+        call = self._tool_call(name, tool_use_id, tool_input, place)
         check_history_budget()
         self._publisher.flush()
         try:
