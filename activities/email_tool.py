@@ -122,22 +122,15 @@ class EmailTool:
         # One context per worker; tests pass one that trusts their own certificate.
         self._tls = tls_context or (ssl.create_default_context() if smtp else None)
 
-    def refusal(self, call: ToolCall) -> ToolResult | None:
-        """What `send` would answer `call` without sending, when this worker cannot send
-        email at all; None when it would try."""
+    @activity.defn(name=SEND_EMAIL)
+    async def send(self, call: ToolCall) -> ToolResult:
+        """Deliver the email the agent wrote (after any approval)."""
         if self._smtp is None:
             return ToolResult(
                 content="send_email is not configured on this worker "
                 "(LOOPLLAMA_SMTP_URL is unset); the email was not sent.",
                 is_error=True,
             )
-        return None
-
-    @activity.defn(name=SEND_EMAIL)
-    async def send(self, call: ToolCall) -> ToolResult:
-        """Deliver the email the agent wrote (after any approval)."""
-        if (refused := self.refusal(call)) is not None:
-            return refused
         try:
             message = build_message(self._sender, call)
         except Refused as refused:

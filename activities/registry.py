@@ -56,6 +56,6 @@ def build_activities(settings: Settings) -> ActivitySet:
     mcp = McpTools(settings.http_allowlist)
     webhooks = WebhookSender(tool_http_client(), settings.http_allowlist, settings.webhook_key)
     models = model_activities(settings)
-    checks = ToolChecks(http, email)
+    checks = ToolChecks(http)
     return ActivitySet([*models.activities, email.send, http.http_request, http.custom_tool,
                         checks.check, mcp.call, webhooks.deliver], models.models)

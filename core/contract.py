@@ -41,6 +41,6 @@ CUSTOM_TOOL = "custom_tool"
 MODEL_CALL = "model_call"
 # An MCP server's tool (activities/mcp_tools.py).
 MCP_TOOL = "mcp_tool"
-# What a built-in or custom tool would refuse under the worker's configuration (its
-# allow-list, DNS, mail server), asked before a person is asked to approve the call.
+# What `http_request` or a custom tool would refuse under the worker's allow-list and
+# DNS, asked before a person is asked to approve the call.
 TOOL_CHECK = "tool_check"

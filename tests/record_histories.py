@@ -116,6 +116,17 @@ async def forked_replay_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
     return fork_id
 
 
+async def tool_checked_run(api: httpx.AsyncClient, fake: FakeAnthropic) -> str:
+    """An approval-gated http_request to a host off the allow-list: refused by the
+    worker's check, so nobody is asked."""
+    workflow = await create_workflow(
+        api, crew("fetcher", model="loopllama-offline", tools=["http_request"]),
+        human_in_the_loop={"approval_required_tools": ["http_request"]})
+    run = await trigger(api, workflow["id"], "Fetch https://api.example.com/status for me.")
+    await wait_for_status(api, run["id"], "completed", within=60)
+    return str(run["id"])
+
+
 async def respond(api: httpx.AsyncClient, run_id: str, **body: str) -> None:
     await wait_for_status(api, run_id, "waiting_input")
     response = await api.post(f"/v1/runs/{run_id}/respond", json=body)
@@ -264,8 +275,8 @@ SCENARIOS = [
     Scenario("run_any_model", any_model_run),
     # A fork: reused steps carried in its input, tools answered from the record.
     Scenario("run_forked_replay", forked_replay_run),
-    # A tool checked by the worker (tool_check) before its approval is asked.
-    Scenario("run_tool_checked_approval", approved_run),
+    # An HTTP call the worker's check (tool_check) refuses before its approval is asked.
+    Scenario("run_tool_checked_approval", tool_checked_run),
 ]
 
 

@@ -296,24 +296,6 @@ async def test_a_request_off_the_allow_list_never_reaches_an_approver(
     assert scheduled.count("tool_check") == 2 and scheduled.count("http_request") == 1
 
 
-async def test_email_on_a_worker_without_a_mail_server_never_reaches_an_approver(
-    api: httpx.AsyncClient, temporal: Client, worker: Worker, settings: Settings,
-    fake_anthropic: FakeAnthropic,
-) -> None:
-    assert settings.smtp_url is None
-    run_id, reply = await gated_run(api, fake_anthropic, "send_email", [("send_email", EMAIL)])
-    run = await wait_for_status(api, run_id, "waiting_input", "completed", "failed")
-    try:
-        assert run["status"] == "completed", (run["pending"], run["error"])
-        (block,) = reply.content
-        result = answer_to(fake_anthropic, block["id"])
-        assert result["is_error"] and "LOOPLLAMA_SMTP_URL is unset" in result["content"]
-        assert "send_email" not in await scheduled_activities(temporal, run_id)
-    finally:
-        if (await get_run(api, run_id))["status"] == "waiting_input":
-            await temporal.get_workflow_handle(run_id).terminate("test cleanup")
-
-
 # ------------------------------------------------------- address policy: when declared
 
 

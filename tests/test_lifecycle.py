@@ -122,9 +122,17 @@ async def test_cancel_stops_the_model_call_and_ends_the_run_cancelled(
 
 
 async def test_cancel_a_paused_run_clears_the_pause_and_runs_nothing(
-    api: httpx.AsyncClient, worker: Worker, fake_anthropic: FakeAnthropic, settings: Settings,
+    api: httpx.AsyncClient, fake_anthropic: FakeAnthropic, settings: Settings,
     tool_server: ToolServer, temporal: Client,
 ) -> None:
+    # The worker may call the tool's host (else its check refuses the call before any
+    # approval is asked, and nothing pauses).
+    async with build_worker(temporal, replace(settings, http_allowlist=("127.0.0.1",))):
+        await cancel_while_paused(api, fake_anthropic, tool_server, temporal)
+
+
+async def cancel_while_paused(api: httpx.AsyncClient, fake_anthropic: FakeAnthropic,
+                              tool_server: ToolServer, temporal: Client) -> None:
     tag = unique_tag()
     fake_anthropic.reply_tool_use("crm_update", {"contact": "bob"}, when=for_role(tag, "crm"))
     workflow = await create_workflow(

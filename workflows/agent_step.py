@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from core.contract import HTTP_REQUEST
     from core.mcp_names import mcp_tool_parts
     from core.tools import approval_summary, input_problem, needs_approval, tool_definitions
     from core.types import (
@@ -177,10 +178,11 @@ class AgentStep:
                         step=step, round=round_, position=position)
 
     async def _refusal(self, call: ToolCall) -> ToolResult | None:
-        """What the tool would answer without acting (its allow-list, the addresses its
-        host resolves to, a mail server), asked before a person is asked to approve;
-        None when it would go ahead. Runs recorded before this check ask nobody."""
-        if call.mcp is not None or not workflow.patched(TOOL_CHECK_FIRST):
+        """What an HTTP tool would answer without sending (the allow-list, the addresses
+        its host resolves to), asked before a person is asked to approve; None when it
+        would send. Runs recorded before this check ask nobody."""
+        http = call.name == HTTP_REQUEST or call.custom is not None
+        if not http or not workflow.patched(TOOL_CHECK_FIRST):
             return None
         check_history_budget()
         self._publisher.flush()
