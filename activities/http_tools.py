@@ -128,8 +128,8 @@ class HttpTools:
         url = str(call.input["url"])
         headers, dropped = split_headers(dict(call.input.get("headers") or {}))
         try:
-            # The run asked `refusal` before any approval; a call approved before that
-            # check existed, or whose host's addresses changed since, is checked again.
+            # This is the check that counts: the run asks `refusal` only before an
+            # approval, and the host's addresses may have changed since.
             destination = await self._request_destination(url, headers)
         except DestinationRefused as refused:
             return refused_result(refused)
