@@ -14,7 +14,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.http_tools import HttpTools
-from core.contract import HTTP_REQUEST, TOOL_CHECK
+from core.contract import TOOL_CHECK
 from core.types import ToolCall, ToolCheck
 
 
@@ -27,6 +27,6 @@ class ToolChecks:
     @activity.defn(name=TOOL_CHECK)
     async def check(self, call: ToolCall) -> ToolCheck:
         """What the tool would answer `call` without acting, if it would refuse it."""
-        if call.name == HTTP_REQUEST or call.custom is not None:
+        if call.sends_http:
             return ToolCheck(refusal=await self._http.refusal(call))
         return ToolCheck()

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.contract import HTTP_REQUEST
 from core.crew_graph import after_problem
 from core.mcp_names import MAX_SERVER_NAME, SERVER_NAME, mcp_server_of, mcp_tool_parts
 from core.model_routing import route, unroutable
@@ -833,6 +834,12 @@ class ToolCall(_Stored):
         if self.step is None or self.round is None or self.position is None:
             return f"{self.run_id}:{self.tool_use_id}"
         return f"{self.run_id}:{self.step}:{self.round}:{self.position}"
+
+    @property
+    def sends_http(self) -> bool:
+        """`http_request` or a custom tool: a request whose destination the worker's
+        allow-list and address rules decide (activities/tool_checks.py)."""
+        return self.name == HTTP_REQUEST or self.custom is not None
 
 
 class ToolResult(BaseModel):

@@ -15,7 +15,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from core.contract import HTTP_REQUEST
     from core.mcp_names import mcp_tool_parts
     from core.tools import approval_summary, input_problem, needs_approval, tool_definitions
     from core.types import (
@@ -134,9 +133,9 @@ class AgentStep:
                 self._step, Pending(kind="input", prompt=str(tool_input["question"]))
             )
             return ToolResult(content=answer.input or "")
+        call = self._tool_call(name, str(use["id"]), tool_input, place)
         if needs_approval(name, self._start.human_in_the_loop.approval_required_tools):
-            refused = await self._refusal(self._tool_call(name, str(use["id"]), tool_input,
-                                                          place))
+            refused = await self._refusal(call)
             if refused is not None:
                 return refused
             decision = await self._gate.ask(
@@ -151,7 +150,7 @@ class AgentStep:
                     f"Reason: {reason}",
                     is_error=True,
                 )
-        return await self._run_tool(name, str(use["id"]), tool_input, place)
+        return await self._run_tool(call)
 
     def _replayed(self, name: str, tool_input: Any) -> ToolResult:
         """The source run's result for the first unused call of `name` with this input;
@@ -181,8 +180,7 @@ class AgentStep:
         """What an HTTP tool would answer without sending (the allow-list, the addresses
         its host resolves to), asked before a person is asked to approve; None when it
         would send. Runs recorded before this check ask nobody."""
-        http = call.name == HTTP_REQUEST or call.custom is not None
-        if not http or not workflow.patched(TOOL_CHECK_FIRST):
+        if not call.sends_http or not workflow.patched(TOOL_CHECK_FIRST):
             return None
         check_history_budget()
         self._publisher.flush()
@@ -196,9 +194,8 @@ class AgentStep:
             return None
         return checked.refusal
 
-    async def _run_tool(self, name: str, tool_use_id: str, tool_input: dict[str, Any],
-                        place: tuple[int, int, int]) -> ToolResult:
-        call = self._tool_call(name, tool_use_id, tool_input, place)
+    async def _run_tool(self, call: ToolCall) -> ToolResult:
+        name = call.name
         check_history_budget()
         self._publisher.flush()
         try:
